@@ -1,0 +1,7 @@
+"""Lightweight backbones for dense prediction: MobileNetV2 and ShuffleNetV1 as multi-scale feature extractors."""
+from .base import Backbone, FeatureInfo
+from .mobilenetv2 import MobileNetV2
+from .registry import create_backbone, list_backbones
+from .shufflenetv1 import ShuffleNetV1
+
+__all__ = ["Backbone", "FeatureInfo", "MobileNetV2", "ShuffleNetV1", "create_backbone", "list_backbones"]

@@ -1,0 +1,77 @@
+"""Named backbone configurations and the ``create_backbone`` factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from torch import Tensor
+
+from .base import Backbone
+from .mobilenetv2 import MobileNetV2
+from .shufflenetv1 import GROUPS, WIDTHS, ShuffleNetV1
+
+PREFIX = "ld_"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered name: the class, its architecture kwargs and the named weight sources (first is default)."""
+
+    cls: type[Backbone]
+    kwargs: Mapping[str, Any]
+    weights: tuple[str, ...] = field(default=())
+
+
+def _width_tag(width: float) -> str:
+    return f"{round(width * 100):03d}"
+
+
+_MOBILENETV2_WEIGHTS = {1.0: ("timm_ra_in1k", "torchvision_v2", "torchvision_v1"), 0.5: ("timm_lamb_in1k",),
+                        1.4: ("timm_ra_in1k",)}
+_SPECS: dict[str, BackboneSpec] = {}
+for _w in (0.35, 0.5, 0.75, 1.0, 1.4):
+    _SPECS[f"{PREFIX}mobilenetv2_{_width_tag(_w)}"] = BackboneSpec(
+        MobileNetV2, {"width": _w}, _MOBILENETV2_WEIGHTS.get(_w, ()))
+for _g in GROUPS:
+    for _w in WIDTHS:
+        _SPECS[f"{PREFIX}shufflenetv1_g{_g}_{_width_tag(_w)}"] = BackboneSpec(ShuffleNetV1, {"groups": _g, "width": _w})
+
+
+def list_backbones(pattern: str = "") -> list[str]:
+    """Registered backbone names containing ``pattern``, sorted."""
+    return sorted(name for name in _SPECS if pattern in name)
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec of ``name``; unknown names raise a ValueError listing the valid ones."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown backbone {name!r}; valid names are: {', '.join(list_backbones())}")
+    return _SPECS[name]
+
+
+def create_backbone(name: str, *, pretrained: bool | str | Mapping[str, Tensor] = False,
+                    out_indices: Sequence[int] | None = None, output_stride: int = 32, in_chans: int = 3,
+                    frozen_stages: int = -1, norm_eval: bool = False, **arch_kwargs: Any) -> Backbone:
+    """Build a registered backbone.
+
+    Args:
+        name: one of :func:`list_backbones`.
+        pretrained: ``False``; ``True`` for the default named weights; a named source (e.g. ``"torchvision_v1"``);
+            a local path (``.pth``/``.safetensors``); an ``http(s)://`` URL; or a state dict. Any layout that
+            :mod:`backbones.weights` understands loads; the source's preprocessing lands in ``model.preprocessing``.
+        out_indices: taps to return (indices into ``feature_info``); default the stage outputs at strides 2..32.
+        output_stride: 32, 16 or 8; the last stages are dilated instead of strided.
+        in_chans: input channels; pretrained RGB stems are adapted.
+        frozen_stages: freeze the stem (0) and the first N stages; -1 freezes nothing.
+        norm_eval: keep every BatchNorm in eval mode while training.
+        arch_kwargs: overrides of the architecture (e.g. ``act_layer="relu"`` for MobileNetV2).
+    """
+    spec = get_spec(name)
+    model = spec.cls(**{**spec.kwargs, **arch_kwargs}, out_indices=out_indices, output_stride=output_stride,
+                     in_chans=in_chans, frozen_stages=frozen_stages, norm_eval=norm_eval)
+    model.name = name
+    if pretrained is not False and pretrained is not None:
+        from .weights import load_pretrained
+
+        load_pretrained(model, pretrained, spec.weights)
+    return model
