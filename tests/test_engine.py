@@ -126,13 +126,13 @@ def test_plots_write_pngs(tmp_path):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (curve, panel))
 
 
-def test_single_process_setup_and_cpu_precision_are_identity(monkeypatch):
+def test_single_process_setup_and_cpu_precision(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     info = engine.setup_distributed("cpu")
     assert (info.rank, info.world_size, info.is_main, info.device.type) == (0, 1, True, "cpu")
     assert engine.all_reduce_sum(torch.ones(2)).tolist() == [1.0, 1.0]
     precision = engine.Precision(info.device, amp=True, channels_last=True)
-    assert not precision.amp and not precision.channels_last
-    x = torch.zeros(1, 3, 4, 4)
-    assert precision.prepare_input(x).is_contiguous()
+    assert not precision.amp and precision.autocast().__class__.__name__ == "nullcontext"
+    x = precision.prepare_input(torch.zeros(1, 3, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last)
