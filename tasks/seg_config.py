@@ -19,16 +19,31 @@ VOC_DEFAULTS = dict(backbone="ld_mobilenetv2_100", pretrained="default", crop_si
                     workers=4, head_channels=256, separable=False, channels_last=False, lr=0.01, backbone_lr_mult=0.1,
                     eval_interval=10, log_interval=20, out="runs/seg_voc")
 SYNTHETIC_DEFAULTS = dict(backbone="ld_mobilenetv2_050", pretrained="none", crop_size=96, batch_size=8, iters=None,
-                          epochs=8, workers=1, head_channels=64, separable=True, channels_last=True, lr=0.05,
+                          epochs=30, workers=1, head_channels=64, separable=True, channels_last=True, lr=0.05,
                           backbone_lr_mult=1.0, eval_interval=1, log_interval=10, out="runs/seg_synthetic")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: x)`` only for real defaults; mode-dependent ones carry their own note."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.dest in VOC_DEFAULTS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _note_mode_defaults(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:  # argparse has no public accessor for its actions
+        if action.dest in VOC_DEFAULTS:
+            voc, synthetic = VOC_DEFAULTS[action.dest], SYNTHETIC_DEFAULTS.get(action.dest)
+            action.help += f" (default with --data-root: {voc}; synthetic: {synthetic})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tasks.seg_train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train DeepLabV3+ on PASCAL VOC 2012 (or, without --data-root, on a small synthetic dataset "
-                    "written in the VOC layout). Launch with `torchrun --nproc_per_node N` for DDP. Mode-dependent "
-                    f"defaults (None below) are, with VOC: {VOC_DEFAULTS}; synthetic: {SYNTHETIC_DEFAULTS}.")
+        prog="python -m tasks.seg_train", formatter_class=_Formatter,
+        description="Train DeepLabV3+ on PASCAL VOC 2012 or, without --data-root, on a small synthetic dataset "
+                    "written in the VOC layout under --out. Launch with `torchrun --nproc_per_node N` for DDP.")
     data = p.add_argument_group("data")
     data.add_argument("--data-root", help="the VOCdevkit/VOC2012 folder; omitted: generate synthetic data under --out")
     data.add_argument("--sbd-root", help="folder with SegmentationClassAug/ and train_aug.txt: train on the "
@@ -54,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, help="global batch size, split evenly over torchrun processes")
     optim.add_argument("--iters", type=int, help="total optimizer steps")
-    optim.add_argument("--epochs", type=int, help="train this many epochs instead of --iters")
+    optim.add_argument("--epochs", type=int, help="train this many epochs instead of --iters (synthetic default: "
+                                                  f"{SYNTHETIC_DEFAULTS['epochs']})")
     optim.add_argument("--lr", type=float, help="head learning rate at step 0 (poly decay 0.9)")
     optim.add_argument("--backbone-lr-mult", type=float, help="backbone lr = lr x this")
     optim.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -74,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "killed; --resume continues exactly)")
     run.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     run.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    run.add_argument("--threads", type=int, help="torch CPU threads per process (default: cores / processes)")
+    run.add_argument("--threads", type=int, help="torch CPU threads per process (default on CPU: cores / processes - workers)")
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under --out")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
     run.add_argument("--overlays", type=int, default=4, help="val images drawn in overlays.png")
+    _note_mode_defaults(p)
     return p
 
 

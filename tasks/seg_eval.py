@@ -29,7 +29,8 @@ __all__ = ["eval_loader", "evaluate", "predict", "save_overlays", "main"]
 def eval_loader(dataset: VOCSegmentation, dist: DistInfo, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
     """This rank's disjoint share of ``dataset`` (no padding duplicates, so summed counts are exact)."""
     return DataLoader(dataset, batch_size=batch_size, sampler=range(dist.rank, len(dataset), dist.world_size),
-                      num_workers=workers, collate_fn=pad_collate, pin_memory=dist.device.type == "cuda")
+                      num_workers=workers, persistent_workers=workers > 0, collate_fn=pad_collate,
+                      pin_memory=dist.device.type == "cuda")
 
 
 @torch.no_grad()

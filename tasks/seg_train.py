@@ -157,8 +157,10 @@ class Trainer:
                               precision=self.precision, show_progress=self.dist.is_main and self.args.progress)
             self.log.log("val", self.iteration, epoch=epoch, **scores.as_dict(self.class_names))
             if self.dist.is_main:
-                self.checkpoints.update_best(self.state(), scores.miou)
+                improved = self.checkpoints.update_best(self.state(), scores.miou)
                 self._plots()
+                print(f"epoch {epoch} step {self.iteration}/{self.total}: val mIoU {100 * scores.miou:.2f} "
+                      f"pixel acc {100 * scores.pixel_acc:.2f}{' (best)' if improved else ''}", flush=True)
         if self.dist.is_main:
             self.checkpoints.save_last(self.state())
         barrier()
@@ -190,8 +192,9 @@ class Trainer:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     dist = setup_distributed(args.device)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
+    if args.threads or dist.device.type == "cpu":  # oversubscribed OpenMP threads stall each other badly
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world - args.workers))
     try:
         trainer = Trainer(args, dist)
         if args.resume:
