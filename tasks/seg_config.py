@@ -109,6 +109,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.iters is None and args.epochs is None:
         args.iters, args.epochs = defaults.get("iters"), defaults.get("epochs")
     args.num_classes = args.num_classes or (21 if args.data_root else 5)
+    if not args.data_root and args.num_classes < 5:
+        raise ValueError(f"the synthetic dataset has 5 classes (background + 4 shapes); --num-classes "
+                         f"{args.num_classes} is too few")
     args.train_split = args.train_split or ("train_aug" if args.sbd_root else "train")
     for name in ("crop_size", "batch_size", "iters", "epochs", "workers", "head_channels", "eval_interval",
                  "log_interval", "stop_after", "threads", "num_classes"):

@@ -40,6 +40,11 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
 
+def _class_names(num_classes: int, *, synthetic: bool) -> list[str]:
+    known = SYNTHETIC_CLASSES if synthetic else VOC_CLASSES if num_classes == len(VOC_CLASSES) else ()
+    return [known[i] if i < len(known) else f"class_{i}" for i in range(num_classes)]
+
+
 def _datasets(args: Namespace, dist: DistInfo, preprocessing: dict) -> tuple[VOCSegmentation, VOCSegmentation]:
     if args.data_root is None:
         if dist.is_main:
@@ -83,6 +88,7 @@ class Trainer:
 
     def __init__(self, args: Namespace, dist: DistInfo) -> None:
         self.args, self.dist, self.out = args, dist, Path(args.out)
+        self.class_names = _class_names(args.num_classes, synthetic=args.data_root is None)
         seed_everything(args.seed)
         model = build_model(model_config(args), pretrained=args.pretrained, freeze_bn=args.freeze_bn)
         self.preprocessing = preprocessing_of(model)
@@ -101,7 +107,6 @@ class Trainer:
         self.val_loader = eval_loader(self.val_set, dist, workers=min(args.workers, 2))
         self.iteration = 0
         self.running = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss sum, steps since last log
-        self.class_names = list(VOC_CLASSES if args.num_classes == 21 else SYNTHETIC_CLASSES)[: args.num_classes]
 
     def state(self) -> dict:
         return training_state(self.model, self.optimizer, scheduler=self.scheduler, precision=self.precision,
