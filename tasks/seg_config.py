@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "killed; --resume continues exactly)")
     run.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     run.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    run.add_argument("--threads", type=int, help="torch CPU threads per process (default on CPU: cores / processes - workers)")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads per process (default on CPU: cores / processes - workers)")
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under --out")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
     run.add_argument("--overlays", type=int, default=4, help="val images drawn in overlays.png")

@@ -22,8 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .engine import (CheckpointManager, DistInfo, MetricsLog, Precision, SeededShardSampler, all_reduce_sum,
-                     barrier, cleanup_distributed, param_groups, plot_curves, poly_lr_scheduler, progress,
-                     read_metrics, restore_training_state, seed_everything, setup_distributed, training_state, unwrap)
+                     barrier, cleanup_distributed, load_checkpoint, param_groups, plot_curves, poly_lr_scheduler,
+                     progress, read_metrics, restore_training_state, seed_everything, setup_distributed,
+                     training_state, unwrap)
 from .seg_config import parse_args
 from .seg_eval import eval_loader, evaluate, save_overlays
 from .seg_model import build_model, model_config, preprocessing_of
@@ -86,12 +87,13 @@ def _wrap(model: nn.Module, args: Namespace, dist: DistInfo, precision: Precisio
 class Trainer:
     """The state of one run and its loop: steps, end-of-epoch evaluation, checkpoints, plots."""
 
-    def __init__(self, args: Namespace, dist: DistInfo) -> None:
+    def __init__(self, args: Namespace, dist: DistInfo, *, resume: dict | None = None) -> None:
         self.args, self.dist, self.out = args, dist, Path(args.out)
         self.class_names = _class_names(args.num_classes, synthetic=args.data_root is None)
         seed_everything(args.seed)
-        model = build_model(model_config(args), pretrained=args.pretrained, freeze_bn=args.freeze_bn)
-        self.preprocessing = preprocessing_of(model)
+        pretrained = "none" if resume else args.pretrained  # the checkpoint replaces the weights anyway
+        model = build_model(model_config(args), pretrained=pretrained, freeze_bn=args.freeze_bn)
+        self.preprocessing = resume["preprocessing"] if resume else preprocessing_of(model)
         self.train_set, self.val_set = _datasets(args, dist, self.preprocessing)
         self.loader = _train_loader(args, dist, self.train_set)
         self.iters_per_epoch = len(self.loader)
@@ -107,6 +109,8 @@ class Trainer:
         self.val_loader = eval_loader(self.val_set, dist, workers=min(args.workers, 2))
         self.iteration = 0
         self.running = torch.zeros(2, dtype=torch.float64, device=dist.device)  # loss sum, steps since last log
+        if resume:
+            self._restore(resume)
 
     def state(self) -> dict:
         return training_state(self.model, self.optimizer, scheduler=self.scheduler, precision=self.precision,
@@ -116,12 +120,8 @@ class Trainer:
                               running_loss=self.running.cpu(),
                               args={k: v for k, v in vars(self.args).items() if k != "resume"})
 
-    def resume(self, source: str) -> None:
-        path = self.checkpoints.last_path if source == "last" else Path(source)
-        state = self.checkpoints.load_last(path)
-        if state.get("model_config") != model_config(self.args):
-            raise ValueError(f"{path} was trained with {state.get('model_config')}, this run asks for "
-                             f"{model_config(self.args)}; pass the same model options to resume")
+    def _restore(self, state: dict) -> None:
+        self.checkpoints.best = state.get("best_metric", self.checkpoints.best)
         self.iteration, _ = restore_training_state(state, self.model, self.optimizer, scheduler=self.scheduler,
                                                    precision=self.precision)
         self.running.copy_(state["running_loss"])
@@ -194,6 +194,18 @@ class Trainer:
                 "final_miou": val[-1]["miou"] if val else None, "best_miou": self.checkpoints.best}
 
 
+def _read_resume(args: Namespace) -> dict | None:
+    """The checkpoint ``--resume`` names (``last`` = ``--out/last.pt``), checked to fit this run's model."""
+    if not args.resume:
+        return None
+    path = Path(args.out) / "last.pt" if args.resume == "last" else Path(args.resume)
+    state = load_checkpoint(path)
+    if state.get("model_config") != model_config(args):
+        raise ValueError(f"{path} was trained with {state.get('model_config')}, this run asks for "
+                         f"{model_config(args)}; pass the same model options to resume")
+    return state
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     dist = setup_distributed(args.device)
@@ -201,10 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world - args.workers))
     try:
-        trainer = Trainer(args, dist)
-        if args.resume:
-            trainer.resume(args.resume)
-        summary = trainer.fit()
+        summary = Trainer(args, dist, resume=_read_resume(args)).fit()
     finally:
         cleanup_distributed()
     if dist.is_main:
