@@ -136,3 +136,30 @@ def test_single_process_setup_and_cpu_precision(monkeypatch):
     assert not precision.amp and precision.autocast().__class__.__name__ == "nullcontext"
     x = precision.prepare_input(torch.zeros(1, 3, 4, 4))
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_state_restores_model_optimizer_schedule_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = _Net()
+    opt = torch.optim.SGD(engine.param_groups(model, lr=0.1, weight_decay=1e-4), lr=0.1, momentum=0.9)
+    sched = engine.poly_lr_scheduler(opt, total_iters=10)
+    precision = engine.Precision(torch.device("cpu"))
+
+    def step() -> None:
+        loss = model.head(model.backbone(torch.randn(2, 3, 6, 6))).square().mean()
+        precision.backward_step(loss, opt)
+        sched.step()
+
+    step()
+    engine.atomic_save(engine.training_state(model, opt, scheduler=sched, precision=precision, iteration=1,
+                                             epoch=0), tmp_path / "s.pt")
+    step()
+    expected = [p.clone() for p in model.parameters()]
+    for _ in range(3):
+        step()
+    state = engine.load_checkpoint(tmp_path / "s.pt")
+    assert engine.restore_training_state(state, model, opt, scheduler=sched, precision=precision) == (1, 0)
+    step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), expected))
+    with pytest.raises(ValueError, match="missing"):
+        engine.restore_training_state({"model": {}}, model, opt, scheduler=sched, precision=precision)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.seg_predict import list_images
 from tasks.seg_transforms import eval_transform, pad_collate, train_transform
 from tasks.seg_voc import IGNORE_INDEX, VOCSegmentation, read_label, voc_palette
 
@@ -121,3 +122,12 @@ def test_eval_keeps_full_resolution_and_collate_pads_with_ignore(voc):
     assert batch["image"].shape == (2, 3, 30, 40)
     assert (batch["mask"][1, 25:] == IGNORE_INDEX).all() and (batch["mask"][1, :, 33:] == IGNORE_INDEX).all()
     assert batch["index"].tolist() == [0, 1]
+
+
+def test_predict_lists_folders_and_names_missing_inputs(voc):
+    folder = voc / "JPEGImages"
+    assert [p.name for p in list_images([str(folder)])] == ["a.jpg", "b.jpg", "bad.jpg"]
+    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+        list_images([str(folder / "nope.jpg")])
+    with pytest.raises(ValueError, match="no images"):
+        list_images([str(voc / "ImageSets")])
