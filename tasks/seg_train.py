@@ -195,8 +195,14 @@ class Trainer:
 
 
 def _read_resume(args: Namespace) -> dict | None:
-    """The checkpoint ``--resume`` names (``last`` = ``--out/last.pt``), checked to fit this run's model."""
+    """The checkpoint ``--resume`` names (``last`` = ``--out/last.pt``), checked to fit this run's model.
+
+    Without ``--resume`` the run directory must not hold a run already (it would mix two runs' logs).
+    """
     if not args.resume:
+        if (Path(args.out) / "last.pt").exists():
+            raise ValueError(f"{args.out} already holds a run (last.pt): pass --resume to continue it, or --out "
+                             f"with a new folder to start another")
         return None
     path = Path(args.out) / "last.pt" if args.resume == "last" else Path(args.resume)
     state = load_checkpoint(path)

@@ -72,8 +72,10 @@ def test_resume_after_stop_matches_uninterrupted_run(tmp_path):
     assert rows[0] == rows[1]
 
 
-def test_resume_refuses_a_different_model(tmp_path):
+def test_existing_run_needs_resume_with_the_same_model(tmp_path):
     _train(tmp_path / "run", "--iters", "1")
+    with pytest.raises(ValueError, match="already holds a run"):
+        _train(tmp_path / "run", "--iters", "2")
     with pytest.raises(ValueError, match="pass the same model options"):
         _train(tmp_path / "run", "--iters", "2", "--resume", "--output-stride", "8")
 
