@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .engine import DistInfo, Precision, progress, save_panels, setup_distributed
+from .engine import DistInfo, Precision, progress, save_panels, set_cpu_threads, setup_distributed
 from .seg_metrics import ConfusionMatrix, SegScores
 from .seg_model import inference_transform, load_model
 from .seg_transforms import pad_collate
@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> SegScores:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: cores - workers)")
     p.add_argument("--output", help="also write the scores as JSON here")
     args = p.parse_args(argv)
     dist = setup_distributed(args.device)
+    set_cpu_threads(dist, threads=args.threads, workers=args.workers)
     model, ckpt = load_model(args.checkpoint, device=dist.device)
     config = ckpt["model_config"]
     data_root = args.data_root or ckpt.get("data_root")

@@ -12,10 +12,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .engine import Precision, progress
+from .engine import Precision, progress, set_cpu_threads, setup_distributed
 from .seg_eval import predict
 from .seg_model import inference_transform, load_model
 from .seg_voc import read_image, voc_palette
@@ -63,8 +62,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg (image blended with mask)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: all cores)")
     args = p.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist = setup_distributed(args.device)
+    set_cpu_threads(dist, threads=args.threads)
+    device = dist.device
     model, ckpt = load_model(args.checkpoint, device=device)
     transform = inference_transform(ckpt["preprocessing"])
     precision = Precision(device, amp=args.amp)

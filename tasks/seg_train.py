@@ -10,7 +10,6 @@ Writes to ``--out``: ``last.pt`` (every epoch), ``best.pt`` (best val mIoU), ``m
 
 from __future__ import annotations
 
-import os
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -23,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from .engine import (CheckpointManager, DistInfo, MetricsLog, Precision, SeededShardSampler, all_reduce_sum,
                      barrier, cleanup_distributed, load_checkpoint, param_groups, plot_curves, poly_lr_scheduler,
-                     progress, read_metrics, restore_training_state, seed_everything, setup_distributed,
-                     training_state, unwrap)
+                     progress, read_metrics, restore_training_state, seed_everything, set_cpu_threads,
+                     setup_distributed, training_state, unwrap)
 from .seg_config import parse_args
 from .seg_eval import eval_loader, evaluate, save_overlays
 from .seg_model import build_model, model_config, preprocessing_of
@@ -215,9 +214,7 @@ def _read_resume(args: Namespace) -> dict | None:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     dist = setup_distributed(args.device)
-    if args.threads or dist.device.type == "cpu":  # oversubscribed OpenMP threads stall each other badly
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world - args.workers))
+    set_cpu_threads(dist, threads=args.threads, workers=args.workers)
     try:
         summary = Trainer(args, dist, resume=_read_resume(args)).fit()
     finally:

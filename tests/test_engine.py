@@ -163,3 +163,17 @@ def test_training_state_restores_model_optimizer_schedule_and_rng(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), expected))
     with pytest.raises(ValueError, match="missing"):
         engine.restore_training_state({"model": {}}, model, opt, scheduler=sched, precision=precision)
+
+
+def test_cpu_threads_leave_cores_for_workers(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    info = engine.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    try:
+        assert engine.set_cpu_threads(info, workers=1) == 3
+        assert engine.set_cpu_threads(info, threads=2) == 2
+        with pytest.raises(ValueError, match="threads must be positive"):
+            engine.set_cpu_threads(info, threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -25,7 +25,8 @@ DataLoader's own ``generator`` nothing else draws from the global RNG, so resumi
 
 from .amp import Precision
 from .checkpoint import CheckpointManager, atomic_save, load_checkpoint
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup_distributed, setup_distributed
+from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup_distributed, set_cpu_threads,
+                          setup_distributed)
 from .metrics_log import MetricsLog, progress, read_metrics
 from .optim import param_groups, poly_lr_scheduler
 from .plots import plot_curves, save_panels
@@ -37,6 +38,7 @@ __all__ = [
     "CheckpointManager", "DistInfo", "MetricsLog", "Precision", "SeededShardSampler", "all_reduce_sum",
     "atomic_save", "barrier", "broadcast_object", "capture_rng_state", "cleanup_distributed", "derive_seed",
     "load_checkpoint", "param_groups", "plot_curves", "poly_lr_scheduler", "progress", "read_metrics",
-    "restore_rng_state", "restore_training_state", "save_panels", "seed_everything", "setup_distributed",
+    "restore_rng_state", "restore_training_state", "save_panels", "seed_everything", "set_cpu_threads",
+    "setup_distributed",
     "training_state", "unwrap",
 ]
