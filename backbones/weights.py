@@ -69,7 +69,7 @@ def _download(location: str) -> Path:
     except Exception as e:  # urllib, requests and hub errors alike: say what to do instead
         raise RuntimeError(
             f"could not download {location} ({type(e).__name__}: {str(e)[:200]}). If this machine is offline, "
-            f"download the file elsewhere and pass its local path as pretrained=...") from None
+            f"download the file elsewhere and pass its local path instead") from None
 
 
 def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
