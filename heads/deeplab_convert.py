@@ -41,20 +41,34 @@ CONV_BN_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("cat_conv.0", "cat_conv.1", "decoder.0"),
     ("cat_conv.4", "cat_conv.5", "decoder.1"),
 )
-BN_KEYS = ("weight", "bias", "running_var", "num_batches_tracked")
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+THEIR_HEAD_KEYS = frozenset({"cls_conv.weight", "cls_conv.bias"}.union(*(
+    {f"{conv}.weight", f"{conv}.bias", f"{bn}.num_batches_tracked", *(f"{bn}.{k}" for k in BN_KEYS)}
+    for conv, bn, _ in CONV_BN_PAIRS)))
 
 
 def _fold_pair(sd: Mapping[str, Tensor], conv: str, bn: str, ours: str) -> dict[str, Tensor]:
     """One conv(+bias) -> BN pair as our bias-free ``ConvNormAct``; the bias moves into the running mean."""
-    out = {f"{ours}.conv.weight": sd[f"{conv}.weight"]}
-    out.update({f"{ours}.bn.{k}": sd[f"{bn}.{k}"] for k in BN_KEYS if f"{bn}.{k}" in sd})
-    mean = sd[f"{bn}.running_mean"]
-    out[f"{ours}.bn.running_mean"] = mean - sd[f"{conv}.bias"] if f"{conv}.bias" in sd else mean
+    out = {f"{ours}.conv.weight": sd[f"{conv}.weight"], **{f"{ours}.bn.{k}": sd[f"{bn}.{k}"] for k in BN_KEYS}}
+    if f"{bn}.num_batches_tracked" in sd:
+        out[f"{ours}.bn.num_batches_tracked"] = sd[f"{bn}.num_batches_tracked"]
+    if f"{conv}.bias" in sd:
+        out[f"{ours}.bn.running_mean"] = out[f"{ours}.bn.running_mean"] - sd[f"{conv}.bias"]
     return out
 
 
-def _used_keys(conv: str, bn: str) -> set[str]:
-    return {f"{conv}.weight", f"{conv}.bias", f"{bn}.running_mean", *(f"{bn}.{k}" for k in BN_KEYS)}
+def _rename_head(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Our head's keys (without the ``head.`` prefix) from theirs, and the keys of theirs that are missing."""
+    head: dict[str, Tensor] = {}
+    missing = [k for k in ("cls_conv.weight", "cls_conv.bias") if k not in sd]
+    if not missing:
+        head.update({"classifier.weight": sd["cls_conv.weight"], "classifier.bias": sd["cls_conv.bias"]})
+    for conv, bn, ours in CONV_BN_PAIRS:
+        absent = [k for k in (f"{conv}.weight", *(f"{bn}.{k}" for k in BN_KEYS)) if k not in sd]
+        missing += absent
+        if not absent:
+            head.update(_fold_pair(sd, conv, bn, ours))
+    return head, missing
 
 
 def convert_deeplab_state_dict(model: Segmenter, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -64,29 +78,19 @@ def convert_deeplab_state_dict(model: Segmenter, state_dict: Mapping[str, Tensor
     missing, unexpected and shape-mismatched keys.
     """
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    head_keys = {k for k in sd if not k.startswith("backbone.")}
-    head: dict[str, Tensor] = {}
-    used: set[str] = set()
-    missing: list[str] = []
-    for conv, bn, ours in CONV_BN_PAIRS:
-        needed = [f"{conv}.weight", f"{bn}.weight", f"{bn}.bias", f"{bn}.running_mean", f"{bn}.running_var"]
-        missing += [k for k in needed if k not in sd]
-        if not any(k not in sd for k in needed):
-            head.update(_fold_pair(sd, conv, bn, ours))
-        used |= _used_keys(conv, bn)
-    missing += [k for k in ("cls_conv.weight", "cls_conv.bias") if k not in sd]
-    head.update({f"classifier.{k}": sd[f"cls_conv.{k}"] for k in ("weight", "bias") if f"cls_conv.{k}" in sd})
-    used |= {"cls_conv.weight", "cls_conv.bias"}
+    head, missing = _rename_head(sd)
+    unexpected = sorted(k for k in sd if not k.startswith("backbone.") and k not in THEIR_HEAD_KEYS)
     expected = model.head.state_dict()
-    unexpected = sorted(head_keys - used)
     wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
              for k, v in head.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or wrong or set(head) - set(expected):
+    lacks = sorted(set(head) - set(expected))
+    unfilled = sorted(k for k in expected if k not in head and not k.endswith("num_batches_tracked"))
+    if missing or unexpected or wrong or lacks or unfilled:
         raise ValueError(f"not a DeepLabV3+ checkpoint in the published layout matching this model: missing "
-                         f"{missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {wrong[:8]}, keys our head "
-                         f"lacks {sorted(set(head) - set(expected))[:8]} (build it with create_published_segmenter)")
-    backbone_sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
-    backbone = convert_state_dict(model.backbone, backbone_sd)
+                         f"{missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {wrong[:8]}; our head lacks "
+                         f"{lacks[:8]} and gets nothing for {unfilled[:8]} (build it with create_published_segmenter)")
+    head = {**{k: v for k, v in expected.items() if k.endswith("num_batches_tracked")}, **head}
+    backbone = convert_state_dict(model.backbone, {k: v for k, v in sd.items() if k.startswith("backbone.")})
     return {**{f"backbone.{k}": v for k, v in backbone.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 

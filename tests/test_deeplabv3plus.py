@@ -169,12 +169,13 @@ def randomised_reference(num_classes: int, output_stride: int) -> RefDeepLab:
     return ref.eval()
 
 
-@pytest.mark.parametrize("output_stride", [16, 8])
-def test_converter_matches_reference_logits(output_stride: int, tmp_path) -> None:
+@pytest.mark.parametrize("output_stride, prefix", [(16, ""), (8, "module.")])  # module.: saved from DataParallel
+def test_converter_matches_reference_logits(output_stride: int, prefix: str, tmp_path) -> None:
     ref = randomised_reference(21, output_stride)
-    sd = ref.state_dict()
-    assert {"backbone.features.17.conv.7.running_var", "aspp.branch5_bn.running_mean", "cat_conv.4.bias",
-            "shortcut_conv.0.bias", "cls_conv.bias"} <= set(sd)
+    sd = {prefix + k: v for k, v in ref.state_dict().items()}
+    documented = ("backbone.features.17.conv.7.running_var", "aspp.branch5_bn.running_mean", "cat_conv.4.bias",
+                  "shortcut_conv.0.bias", "cls_conv.bias")
+    assert {prefix + k for k in documented} <= set(sd)
     torch.save(sd, tmp_path / "deeplab_mobilenetv2.pth")
     ours = load_published_deeplab(tmp_path / "deeplab_mobilenetv2.pth", output_stride=output_stride).eval()
     assert ours.preprocessing == PUBLISHED_PREPROCESSING
@@ -195,3 +196,9 @@ def test_converter_rejects_wrong_layouts(edit, match: str) -> None:
     edit(sd)
     with pytest.raises(ValueError, match=match):
         convert_deeplab_state_dict(create_published_segmenter(21), sd)
+
+
+def test_converter_rejects_a_differently_built_model() -> None:
+    with pytest.raises(ValueError, match="lacks.*aspp.branches.1.0.conv.weight"):
+        convert_deeplab_state_dict(create_segmenter("ld_mobilenetv2_100", 21, separable=True),
+                                   RefDeepLab(21, 16).state_dict())
