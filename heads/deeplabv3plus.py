@@ -7,7 +7,8 @@ tensor, never a fixed scale factor, so any input size (513x513, 500x375, 65x97) 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+import os
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +171,7 @@ def select_taps(backbone_name: str, *, output_stride: int, **backbone_kwargs: An
 
 
 def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int = 16,
-                     pretrained_backbone: bool | str | Any = False, out_indices: Sequence[int] | None = None,
+                     pretrained_backbone: bool | str | os.PathLike | Mapping[str, Tensor] = False, out_indices: Sequence[int] | None = None,
                      **kwargs: Any) -> Segmenter:
     """Build a DeepLabV3+ :class:`Segmenter` on a registered backbone.
 
