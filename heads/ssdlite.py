@@ -160,6 +160,12 @@ def _normalization(backbone: Backbone, mean: Sequence[float] | None,
     return list(IMAGE_MEAN if mean is None else mean), list(IMAGE_STD if std is None else std)
 
 
+def _anchor_arg(name: str, values: Sequence[float] | None, expected: int) -> list[float] | None:
+    if values is not None and len(values) != expected:
+        raise ValueError(f"{name} needs {expected} values (maps + 1 for scales), got {len(values)}: {list(values)}")
+    return None if values is None else list(values)
+
+
 def _normal_init(module: nn.Module, std: float = 0.03) -> None:
     """Conv weights ~ N(0, std), biases 0, as torchvision's SSDLite initializes its extras and predictors."""
     for m in module.modules():
@@ -201,13 +207,10 @@ def create_detector(backbone_name: str, num_classes: int, *, size: int = 320,
     backbone = detection_backbone(backbone_name, pretrained=pretrained_backbone, **(backbone_kwargs or {}))
     features = SSDLiteFeatures(backbone, extra_channels=extra_channels, linear_extras=linear_extras)
     num_maps = len(features.out_channels)
-    for arg, values, expected in (("anchor_scales", anchor_scales, num_maps + 1), ("anchor_steps", anchor_steps,
-                                                                                   num_maps)):
-        if values is not None and len(values) != expected:
-            raise ValueError(f"{arg} needs {expected} values for {num_maps} feature maps, got {len(values)}")
-    anchors = SSDBoxGenerator([list(ASPECT_RATIOS)] * num_maps, min_ratio=0.2, max_ratio=0.95,
-                                  scales=None if anchor_scales is None else list(anchor_scales),
-                                  steps=None if anchor_steps is None else list(anchor_steps))
+    scales = _anchor_arg("anchor_scales", anchor_scales, num_maps + 1)
+    steps = _anchor_arg("anchor_steps", anchor_steps, num_maps)
+    anchors = SSDBoxGenerator([list(ASPECT_RATIOS)] * num_maps, min_ratio=0.2, max_ratio=0.95, scales=scales,
+                              steps=steps)
     head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes,
                        pointwise_last=pointwise_last)
     _normal_init(features.extras)

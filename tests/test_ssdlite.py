@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from backbones import list_backbones
 from heads import create_detector
+from heads.anchors import SSDBoxGenerator
 from heads.ssdlite_convert import load_pytorch_ssd
 
 FAMILY_NAMES = ["ld_mobilenetv2_050", "ld_shufflenetv1_g3_050"]
@@ -38,6 +41,22 @@ def test_detection_taps_follow_the_contract():
     assert (mbv2.channels, mbv2.strides) == ([576, 1280], [16, 32])
     assert [mbv2.feature_info[i].module for i in mbv2.out_indices] == ["stages.5.0.expand", "head"]
     assert (shuffle.channels, shuffle.strides) == ([480, 960], [16, 32])
+
+
+def test_pretrained_backbone_sets_weights_and_normalization():
+    """Weights in torchvision's layout load into the detector's backbone; the transform takes their mean/std."""
+    reference = torchvision.models.mobilenet_v2(width_mult=0.35)
+    model = create_detector("ld_mobilenetv2_035", 21, pretrained_backbone=reference.state_dict())
+    assert torch.equal(model.backbone.backbone.head.conv.weight, reference.features[18][0].weight)
+    assert model.transform.image_mean == [0.485, 0.456, 0.406] and model.transform.image_std == [0.229, 0.224, 0.225]
+    assert create_detector("ld_mobilenetv2_035", 21, image_std=(0.25,) * 3).transform.image_std == [0.25] * 3
+
+
+def test_box_generator_equals_torchvision_without_steps():
+    grids, aspect_ratios = [[20, 20], [10, 10], [5, 5], [3, 3], [2, 2], [1, 1]], [[2, 3]] * 6
+    ours = SSDBoxGenerator(aspect_ratios, min_ratio=0.2, max_ratio=0.95)._grid_default_boxes(grids, [320, 320])
+    theirs = DefaultBoxGenerator(aspect_ratios, min_ratio=0.2, max_ratio=0.95)._grid_default_boxes(grids, [320, 320])
+    assert torch.equal(ours, theirs)
 
 
 def _targets() -> list[dict[str, torch.Tensor]]:
