@@ -62,7 +62,7 @@ def test_official_shufflenet_release_loads(group: int, width: str, stem: int, ch
     assert ours.preprocessing == MEGVII
     x = torch.randn(2, 3, 65, 97)
     with torch.no_grad():
-        h = ref.first_conv(x)
+        h = ref.first_conv(x.flip(1))  # the release takes BGR; ours was flipped to take RGB
         expected = [h, F.max_pool2d(h, 3, 2, 1)]
         h = expected[-1]
         for stage in (ref.features[:4], ref.features[4:12], ref.features[12:]):
