@@ -124,7 +124,7 @@ def _register() -> None:
         spec = get_spec(name)
         entry = SMP_ENCODERS.get(name)
         if entry is not None:
-            if entry["encoder"] is not SMP_CLASSES[spec.cls]:
+            if entry["encoder"].__module__ != __name__:
                 raise RuntimeError(f"smp already has an encoder named {name!r}; refusing to overwrite it")
             continue
         # smp fetches weights only from the HF hub: none are declared; see load_encoder_weights.
