@@ -6,19 +6,22 @@ one checkpoint serves both. timm's feature taps are our taps that ``FeatureListN
 children, or one ``Sequential`` deep): the stage outputs at strides 2..32 (indices 0..4) and, for MobileNetV2,
 the 1280-channel ``head`` (index 5). MobileNetV2's SSDLite expansion tap is left out, keeping timm's convention
 that indices 0..4 are strides 2..32. All timm knowledge of the project lives here (DESIGN.md §4).
+
+No ``from __future__ import annotations`` here: torch.fx copies ``forward``'s annotations into the code it
+generates, and TorchScript must resolve them (timm's FX + TorchScript feature path).
 """
-from __future__ import annotations
 
 from typing import Any, Mapping
 
 import torch
-from timm.layers import create_classifier
+from timm.layers import create_classifier, register_notrace_function
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model
 from timm.models import model_entrypoint, register_model
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .base import Backbone
+from .blocks import channel_shuffle
 from .mobilenetv2 import MobileNetV2
 from .registry import get_spec, list_backbones
 from .shufflenetv1 import ShuffleNetV1
@@ -77,8 +80,13 @@ class TimmClassifier:
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W) -> (N, num_features, H / s, W / s)``: the deepest tap, unpooled."""
         if not torch.jit.is_scripting():
-            self._check_input(x)
+            self._check_eager_input(x)
         return self.forward_taps(x)[-1]
+
+    @torch.jit.unused
+    def _check_eager_input(self, x: Tensor) -> None:
+        if not isinstance(x, torch.fx.Proxy) and not torch.jit.is_tracing():
+            self._check_input(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -127,6 +135,8 @@ class TimmShuffleNetV1(TimmClassifier, ShuffleNetV1):
     """ShuffleNetV1 classifier for timm: pooling and a linear layer after stage 4, as the official release."""
 
 
+# torch.fx (timm's FX feature extraction) cannot trace the shape arithmetic of the shuffle: keep it a leaf.
+register_notrace_function(channel_shuffle)
 TIMM_CLASSES: dict[type[Backbone], type[TimmClassifier]] = {MobileNetV2: TimmMobileNetV2,
                                                             ShuffleNetV1: TimmShuffleNetV1}
 

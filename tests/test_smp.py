@@ -7,7 +7,7 @@ import sys
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-import torchvision
+from test_timm import torchvision_mnv2  # noqa: F401  (fixture; belongs in a shared conftest.py)
 
 from backbones import create_backbone, list_backbones
 from backbones.smp_plugin import SmpEncoder, load_encoder_weights
@@ -83,19 +83,6 @@ def test_timm_universal_route(arch, output_stride):
     model = getattr(smp, arch)(encoder_name=f"tu-{SNV1}", encoder_weights=None, classes=3, **kwargs).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
-
-
-@pytest.fixture(scope="module")
-def torchvision_mnv2(tmp_path_factory):
-    """A random torchvision MobileNetV2 with non-trivial BN statistics, saved in torchvision's layout."""
-    torch.manual_seed(0)
-    reference = torchvision.models.mobilenet_v2()
-    for m in reference.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path_factory.mktemp("w") / "mobilenet_v2_tv.pth"
-    torch.save(reference.state_dict(), path)
-    return reference.eval(), path
 
 
 def test_load_encoder_weights_from_a_file(torchvision_mnv2):
