@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .engine import DistInfo, Precision, progress, save_panels, set_cpu_threads, setup_distributed
+from .engine import (DistInfo, Precision, cleanup_distributed, progress, save_panels, set_cpu_threads,
+                     setup_distributed)
 from .seg_metrics import ConfusionMatrix, SegScores
 from .seg_model import inference_transform, load_model
 from .seg_transforms import pad_collate
@@ -99,10 +100,12 @@ def main(argv: list[str] | None = None) -> SegScores:
                               transform=inference_transform(ckpt["preprocessing"]))
     precision = Precision(dist.device, amp=args.amp)
     scores = evaluate(model, eval_loader(dataset, dist, batch_size=args.batch_size, workers=args.workers),
-                      num_classes=config["num_classes"], precision=precision, show_progress=True)
+                      num_classes=config["num_classes"], precision=precision, show_progress=dist.is_main)
+    cleanup_distributed()
     names = ckpt.get("class_names") or [str(i) for i in range(config["num_classes"])]
-    print(_format(scores, names))
-    if args.output:
+    if dist.is_main:
+        print(_format(scores, names))
+    if args.output and dist.is_main:
         Path(args.output).write_text(json.dumps(scores.as_dict(names), indent=2))
     return scores
 
