@@ -58,7 +58,7 @@ class SmpEncoder:
         return [self.in_chans, *self.channels]
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+        if not torch.jit.is_scripting():
             self._check_input(x)
         taps = self.forward_taps(x)
         return [x] + [taps[i] for i in self.out_indices]

@@ -80,13 +80,8 @@ class TimmClassifier:
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W) -> (N, num_features, H / s, W / s)``: the deepest tap, unpooled."""
         if not torch.jit.is_scripting():
-            self._check_eager_input(x)
-        return self.forward_taps(x)[-1]
-
-    @torch.jit.unused
-    def _check_eager_input(self, x: Tensor) -> None:
-        if not isinstance(x, torch.fx.Proxy) and not torch.jit.is_tracing():
             self._check_input(x)
+        return self.forward_taps(x)[-1]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(self.global_pool(x))
@@ -143,11 +138,8 @@ TIMM_CLASSES: dict[type[Backbone], type[TimmClassifier]] = {MobileNetV2: TimmMob
 
 def _pretrained_filter(state_dict: Mapping[str, Tensor], model: TimmClassifier) -> dict[str, Tensor]:
     """Convert any layout :mod:`backbones.weights` reads; keep the classifier only where its shape fits."""
-    classifier, model.classifier = model.classifier, nn.Identity()  # convert checks the trunk's keys only
-    try:
-        out = convert_state_dict(model, state_dict, keep_classifier=True)
-    finally:
-        model.classifier = classifier
+    out = convert_state_dict(model, state_dict, keep_classifier=True)
+    classifier = model.classifier
     weight = out.get("classifier.weight")
     if weight is not None and isinstance(classifier, nn.Linear) and weight.shape == classifier.weight.shape:
         out.setdefault("classifier.bias", torch.zeros(weight.shape[0]))  # official ShuffleNetV1 has no bias
@@ -163,8 +155,6 @@ def _cfg(name: str, source: WeightSource | None = None) -> dict[str, Any]:
     cfg = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
                interpolation="bilinear", mean=tuple(m / pre.input_range for m in pre.mean),
                std=tuple(s / pre.input_range for s in pre.std), first_conv="stem.conv", classifier="classifier")
-    if pre.color != "RGB":
-        cfg["notes"] = (f"expects {pre.color} channel order: reverse the channels after timm's transforms",)
     if source is not None:
         hub = source.location.startswith("hf-hub:")
         cfg["hf_hub_id" if hub else "url"] = source.location.removeprefix("hf-hub:")

@@ -148,7 +148,7 @@ def _convert(model: Backbone, state_dict: Mapping[str, Tensor],
              keep_classifier: bool) -> tuple[str, dict[str, Tensor]]:
     layout, sd = _find_layout(state_dict)
     out, unexpected = rename(sd, layout_pairs(model, layout), layout, keep_classifier)
-    expected = model.state_dict()
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     stem = "stem.conv.weight"
     if layout in BGR_LAYOUTS and stem in out:
         out[stem] = out[stem].flip(1)

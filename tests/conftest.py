@@ -1,7 +1,11 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
+import torchvision
 from torch import nn
 
 
@@ -16,3 +20,13 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
     return model
+
+
+@pytest.fixture(scope="module")
+def torchvision_mnv2(tmp_path_factory) -> tuple[nn.Module, Path]:
+    """A random torchvision MobileNetV2 with non-trivial BN statistics, saved in torchvision's layout."""
+    torch.manual_seed(0)
+    reference = randomize_bn(torchvision.models.mobilenet_v2()).eval()
+    path = tmp_path_factory.mktemp("w") / "mobilenet_v2_tv.pth"
+    torch.save(reference.state_dict(), path)
+    return reference, path

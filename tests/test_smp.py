@@ -7,7 +7,6 @@ import sys
 import pytest
 import segmentation_models_pytorch as smp
 import torch
-from test_timm import torchvision_mnv2  # noqa: F401  (fixture; belongs in a shared conftest.py)
 
 from backbones import create_backbone, list_backbones
 from backbones.smp_plugin import SmpEncoder, load_encoder_weights
