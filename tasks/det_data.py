@@ -207,7 +207,10 @@ class VOCDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[tv_tensors.Image, dict]:
+        """``key`` is an index or an ``(index, seed)`` pair from :class:`tasks.engine.SeededShardSampler`; the
+        seed fixes the random transforms, so a sample's augmentation does not depend on workers or resumption."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         record = self.records[index]
         image = decode_image(str(record.image_path), mode=ImageReadMode.RGB)
         if tuple(image.shape[-2:]) != (record.height, record.width):
@@ -224,9 +227,12 @@ class VOCDetection(torch.utils.data.Dataset):
             "index": index,
         }
         image = tv_tensors.Image(image)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
+        if self.transforms is None:
+            return image, target
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return self.transforms(image, target)
 
 
 def _drop_difficult(record: VOCRecord) -> VOCRecord:
