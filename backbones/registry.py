@@ -1,7 +1,7 @@
 """Named backbone configurations and the ``create_backbone`` factory."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from torch import Tensor
@@ -9,29 +9,26 @@ from torch import Tensor
 from .base import Backbone
 from .mobilenetv2 import MobileNetV2
 from .shufflenetv1 import GROUPS, WIDTHS, ShuffleNetV1
+from .weights import load_pretrained
 
 PREFIX = "ld_"
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A registered name: the class, its architecture kwargs and the named weight sources (first is default)."""
+    """A registered name: the class and its architecture kwargs."""
 
     cls: type[Backbone]
     kwargs: Mapping[str, Any]
-    weights: tuple[str, ...] = field(default=())
 
 
 def _width_tag(width: float) -> str:
     return f"{round(width * 100):03d}"
 
 
-_MOBILENETV2_WEIGHTS = {1.0: ("timm_ra_in1k", "torchvision_v2", "torchvision_v1"), 0.5: ("timm_lamb_in1k",),
-                        1.4: ("timm_ra_in1k",)}
 _SPECS: dict[str, BackboneSpec] = {}
 for _w in (0.35, 0.5, 0.75, 1.0, 1.4):
-    _SPECS[f"{PREFIX}mobilenetv2_{_width_tag(_w)}"] = BackboneSpec(
-        MobileNetV2, {"width": _w}, _MOBILENETV2_WEIGHTS.get(_w, ()))
+    _SPECS[f"{PREFIX}mobilenetv2_{_width_tag(_w)}"] = BackboneSpec(MobileNetV2, {"width": _w})
 for _g in GROUPS:
     for _w in WIDTHS:
         _SPECS[f"{PREFIX}shufflenetv1_g{_g}_{_width_tag(_w)}"] = BackboneSpec(ShuffleNetV1, {"groups": _g, "width": _w})
@@ -70,8 +67,7 @@ def create_backbone(name: str, *, pretrained: bool | str | Mapping[str, Tensor] 
     model = spec.cls(**{**spec.kwargs, **arch_kwargs}, out_indices=out_indices, output_stride=output_stride,
                      in_chans=in_chans, frozen_stages=frozen_stages, norm_eval=norm_eval)
     model.name = name
+    model.preprocessing = None
     if pretrained is not False and pretrained is not None:
-        from .weights import load_pretrained
-
-        load_pretrained(model, pretrained, spec.weights)
+        load_pretrained(model, pretrained)
     return model

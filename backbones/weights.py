@@ -1,0 +1,191 @@
+"""Pretrained weights: named sources with their preprocessing, reading checkpoints, and loading any known layout."""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import Backbone
+from .layouts import detect_layout, layout_pairs, rename
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a set of weights: ``(pixels / (255 / input_range) - mean) / std``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    color: str = "RGB"
+    input_range: float = 1.0
+
+
+IMAGENET = Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The official ShuffleNetV1 release feeds BGR pixels in 0..255 with no mean/std.
+MEGVII = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), color="BGR", input_range=255.0)
+LAYOUT_PREPROCESSING = {"megvii": MEGVII}
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A named set of ImageNet weights: an http(s) URL or ``hf-hub:<repo>``, and its published top-1 if known."""
+
+    location: str
+    top1: float | None = None
+    preprocessing: Preprocessing = IMAGENET
+
+
+_TV = "https://download.pytorch.org/models/"
+# Per backbone name, the named sources (the first one is what ``pretrained=True`` loads).
+PRETRAINED: dict[str, dict[str, WeightSource]] = {
+    "ld_mobilenetv2_100": {"timm_ra_in1k": WeightSource("hf-hub:timm/mobilenetv2_100.ra_in1k", 72.91),
+                           "torchvision_v2": WeightSource(_TV + "mobilenet_v2-7ebf99e0.pth", 72.15),
+                           "torchvision_v1": WeightSource(_TV + "mobilenet_v2-b0353104.pth", 71.88)},
+    "ld_mobilenetv2_050": {"timm_lamb_in1k": WeightSource("hf-hub:timm/mobilenetv2_050.lamb_in1k")},
+    "ld_mobilenetv2_140": {"timm_ra_in1k": WeightSource("hf-hub:timm/mobilenetv2_140.ra_in1k")},
+}
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
+WRAPPER_PREFIXES = ("backbone.", "encoder.", "model.", "base_net.")
+
+
+def _download(location: str) -> Path:
+    """Fetch a URL (torch.hub cache) or an ``hf-hub:`` file; offline gives one clear RuntimeError."""
+    try:
+        if location.startswith("hf-hub:"):
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(location[len("hf-hub:"):], "model.safetensors"))
+        name = location.rsplit("/", 1)[-1]
+        path = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(location, str(path), progress=False)
+        return path
+    except Exception as e:  # urllib, requests and hub errors alike: say what to do instead
+        raise RuntimeError(
+            f"could not download {location} ({type(e).__name__}: {str(e)[:200]}). If this machine is offline, "
+            f"download the file elsewhere and pass its local path as pretrained=...") from None
+
+
+def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a state dict from a path (.pth/.pt/.bin/.safetensors), an http(s) URL or an ``hf-hub:`` id.
+
+    Training checkpoints are unwrapped (``state_dict``, ``model``, ``state_dict_ema``); non-tensor entries dropped.
+    """
+    text = str(source)
+    path = _download(text) if text.startswith(("http://", "https://", "hf-hub:")) else Path(source)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path} (give a file path, an http(s) URL or a state dict)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise RuntimeError(f"could not read checkpoint {path}: {type(e).__name__}: {str(e)[:300]}. Expected a "
+                           "torch.save state dict (.pth/.pt/.bin) or a .safetensors file") from None
+    return unwrap(obj, str(path))
+
+
+def unwrap(obj: object, what: str = "state dict") -> dict[str, Tensor]:
+    """The tensors of a state dict, looking inside the usual training-checkpoint wrappers."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)} if isinstance(obj, Mapping) else {}
+    if not tensors:
+        raise ValueError(f"{what} holds no tensors (type {type(obj).__name__}); expected a state dict")
+    return tensors
+
+
+def _find_layout(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Tensor]]:
+    """Strip DataParallel and wrapper prefixes until a known layout appears."""
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if (layout := detect_layout(sd)) is not None:
+        return layout, sd
+    for prefix in WRAPPER_PREFIXES:
+        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if prefix == "base_net.":  # the SSDLite port stores MobileNetV2.features directly
+            sub = {f"features.{k}": v for k, v in sub.items()}
+        if sub and (layout := detect_layout(sub)) is not None:
+            return layout, sub
+    raise ValueError("unrecognised checkpoint layout; expected lightdense, torchvision, timm, the flat MobileNetV2 "
+                     f"port or the official ShuffleNetV1 release. First keys: {list(state_dict)[:6]}")
+
+
+def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
+    """Turn an RGB stem ``(O, 3, k, k)`` into ``(O, in_chans, k, k)``: sum for 1 channel, else repeat RGB and
+    rescale by ``3 / in_chans`` so activations keep their scale."""
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // 3)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans)
+
+
+def convert_state_dict(model: Backbone, state_dict: Mapping[str, Tensor], *,
+                       keep_classifier: bool = False) -> dict[str, Tensor]:
+    """Rename ``state_dict`` (any known layout) to ``model``'s keys; check every key and shape.
+
+    Classifier keys are dropped (kept as ``classifier.*`` with ``keep_classifier``), as are keys of modules that
+    ``out_indices`` left unbuilt. Anything else missing, unexpected or of the wrong shape raises a ValueError.
+    """
+    return _convert(model, state_dict, keep_classifier)[1]
+
+
+def _convert(model: Backbone, state_dict: Mapping[str, Tensor],
+             keep_classifier: bool) -> tuple[str, dict[str, Tensor]]:
+    layout, sd = _find_layout(state_dict)
+    out, unexpected = rename(sd, layout_pairs(model, layout), layout, keep_classifier)
+    expected = model.state_dict()
+    stem = "stem.conv.weight"
+    if stem in out and out[stem].shape[1] == 3 and model.in_chans != 3:
+        out[stem] = adapt_input_conv(out[stem], model.in_chans)
+    extra = {k for k in out if k not in expected and not k.startswith("classifier.")}
+    out = {k: v for k, v in out.items() if k not in extra}  # modules not built for these out_indices
+    missing = [k for k in expected if k not in out and not k.endswith("num_batches_tracked")]
+    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+             for k, v in out.items() if k in expected and v.shape != expected[k].shape]
+    if unexpected or missing or wrong:
+        name = getattr(model, "name", type(model).__name__)
+        raise ValueError(f"{layout} checkpoint does not match {name}: missing {sorted(missing)[:8]}, "
+                         f"unexpected {sorted(unexpected)[:8]}, shape mismatch {wrong[:8]}")
+    for k in expected:
+        if k.endswith("num_batches_tracked") and k not in out:
+            out[k] = expected[k]
+    return layout, out
+
+
+def load_pretrained(model: Backbone, source: bool | str | os.PathLike | Mapping[str, Tensor]) -> Backbone:
+    """Load ``source`` into ``model`` and set ``model.preprocessing``.
+
+    ``source``: ``True`` (the default named source), a named source of ``PRETRAINED[model.name]``, a path, an
+    http(s) URL, or a state dict.
+    """
+    named = PRETRAINED.get(getattr(model, "name", ""), {})
+    preprocessing = None
+    if source is True or (isinstance(source, str) and source in named):
+        if not named:
+            raise ValueError(f"no named pretrained weights for {model.name}; pass a path, URL or state dict")
+        key = next(iter(named)) if source is True else source
+        source, preprocessing = named[key].location, named[key].preprocessing
+    elif isinstance(source, str) and not os.path.exists(source) and "://" not in source and named:
+        raise ValueError(f"{source!r} is neither a file nor a named source of {model.name} ({list(named)})")
+    state_dict = unwrap(source) if isinstance(source, Mapping) else read_checkpoint(source)
+    layout, converted = _convert(model, state_dict, keep_classifier=False)
+    model.load_state_dict(converted)
+    model.preprocessing = preprocessing or LAYOUT_PREPROCESSING.get(layout, IMAGENET)
+    return model
+
+
+def named_sources(name: str) -> Sequence[str]:
+    """Names accepted as ``pretrained=`` for backbone ``name`` (first is the default)."""
+    return list(PRETRAINED.get(name, {}))
