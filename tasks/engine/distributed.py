@@ -1,0 +1,107 @@
+"""Process-group setup from the environment ``torchrun`` exports, with single-process fallback.
+
+``torchrun --nproc_per_node N`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``; without them we run as one process and every collective here is the identity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "barrier", "all_reduce_sum", "broadcast_object"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank, 0 for a single process.
+        world_size: number of processes.
+        local_rank: rank on this machine (selects the CUDA device).
+        device: the device this process computes on.
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that logs, plots and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def setup_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group torchrun describes, or describe a single process.
+
+    Args:
+        device: "cpu", "cuda" or None (CUDA when available). The backend is nccl on CUDA, gloo on CPU.
+
+    Returns:
+        The DistInfo of this process; on CUDA the current device is set to ``cuda:local_rank``.
+    """
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
+    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
+    world_size = _env_int("WORLD_SIZE") or 1
+    rank = _env_int("RANK") or 0
+    local_rank = _env_int("LOCAL_RANK") or 0
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
+                                device_id=dev if use_cuda else None)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process; a no-op for a single process."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes in place and return it (the identity for a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: object, *, src: int = 0) -> object:
+    """Return rank ``src``'s ``obj`` on every process (the identity for a single process)."""
+    if not dist.is_initialized():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]

@@ -1,0 +1,138 @@
+"""Shared training infrastructure: checkpoints, RNG capture, sampling, schedule, logging, plots."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tasks import engine
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def test_rng_state_round_trips_through_weights_only_checkpoint(tmp_path):
+    engine.seed_everything(3)
+    _draws()
+    engine.atomic_save({"rng": engine.capture_rng_state()}, tmp_path / "s.pt")
+    expected = _draws()
+    engine.seed_everything(99)
+    engine.restore_rng_state(engine.load_checkpoint(tmp_path / "s.pt")["rng"])
+    assert _draws() == expected
+
+
+def test_atomic_save_leaves_previous_file_when_writing_fails(tmp_path):
+    target = tmp_path / "last.pt"
+    engine.atomic_save({"a": torch.ones(2)}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.atomic_save({"a": Unpicklable()}, target)
+    assert torch.equal(engine.load_checkpoint(target)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("content,match", [(b"not a checkpoint", "cannot read"), (None, "not found")])
+def test_load_checkpoint_names_bad_file(tmp_path, content, match):
+    path = tmp_path / "bad.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        engine.load_checkpoint(path)
+
+
+def test_checkpoint_manager_keeps_best_and_restores_it(tmp_path):
+    manager = engine.CheckpointManager(tmp_path, mode="max")
+    written = [manager.update_best({"v": v}, v) for v in (0.3, 0.2, 0.5)]
+    manager.save_last({"v": 0.5})
+    assert written == [True, False, True]
+    assert engine.load_checkpoint(manager.best_path)["v"] == 0.5
+    fresh = engine.CheckpointManager(tmp_path)
+    fresh.load_last()
+    assert fresh.best == 0.5 and not fresh.is_better(0.4)
+
+
+def test_poly_schedule_matches_formula():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.01)
+    sched = engine.poly_lr_scheduler(opt, total_iters=10, power=0.9)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01 * (1 - i / 10) ** 0.9 for i in range(10)])
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.head = nn.Conv2d(4, 2, 1)
+
+
+@pytest.mark.parametrize("decay_norm_and_bias", [True, False])
+def test_param_groups_apply_backbone_multiplier(decay_norm_and_bias):
+    model = _Net()
+    groups = engine.param_groups(model, lr=0.1, weight_decay=1e-4, backbone_lr_mult=0.1,
+                                 decay_norm_and_bias=decay_norm_and_bias)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert len(by_param) == sum(1 for _ in model.parameters())
+    assert all(by_param[id(p)]["lr"] == pytest.approx(0.01) for p in model.backbone.parameters())
+    assert all(by_param[id(p)]["lr"] == 0.1 for p in model.head.parameters())
+    bn_decay = by_param[id(model.backbone[1].weight)]["weight_decay"]
+    assert bn_decay == (1e-4 if decay_norm_and_bias else 0.0)
+
+
+def test_param_groups_reject_model_without_backbone():
+    with pytest.raises(ValueError, match="no submodule 'backbone'"):
+        engine.param_groups(nn.Linear(2, 2), lr=0.1, weight_decay=0.0)
+
+
+@pytest.mark.parametrize("num_samples,world_size", [(10, 1), (10, 3), (2, 4)])
+def test_sampler_shards_cover_dataset_with_stable_seeds(num_samples, world_size):
+    shards = [engine.SeededShardSampler(num_samples, seed=5, rank=r, world_size=world_size)
+              for r in range(world_size)]
+    for s in shards:
+        s.set_epoch(2)
+    items = [list(s) for s in shards]
+    assert {i for shard in items for i, _ in shard} == set(range(num_samples))
+    assert len({len(shard) for shard in items}) == 1
+    shards[0].set_epoch(2, skip=1)
+    assert list(shards[0]) == items[0][1:]
+    shards[0].set_epoch(3)
+    assert list(shards[0]) != items[0] or num_samples < 3
+
+
+def test_metrics_log_truncates_rows_after_resume_point(tmp_path):
+    log = engine.MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        log.log("train", step, loss=torch.tensor(float(step)))
+    log.truncate_after(2)
+    assert [(r["step"], r["loss"]) for r in engine.read_metrics(log.path)] == [(1, 1.0), (2, 2.0)]
+
+
+def test_plots_write_pngs(tmp_path):
+    rows = [{"split": "train", "step": i, "loss": 1 / (i + 1)} for i in range(5)]
+    curve = engine.plot_curves(rows, tmp_path / "curves.png", curves=[("train", "loss"), ("val", "miou")])
+    panel = engine.save_panels([[np.zeros((8, 8, 3), np.uint8)] * 2], tmp_path / "p.png", titles=["a", "b"])
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (curve, panel))
+
+
+def test_single_process_setup_and_cpu_precision_are_identity(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = engine.setup_distributed("cpu")
+    assert (info.rank, info.world_size, info.is_main, info.device.type) == (0, 1, True, "cpu")
+    assert engine.all_reduce_sum(torch.ones(2)).tolist() == [1.0, 1.0]
+    precision = engine.Precision(info.device, amp=True, channels_last=True)
+    assert not precision.amp and not precision.channels_last
+    x = torch.zeros(1, 3, 4, 4)
+    assert precision.prepare_input(x).is_contiguous()
