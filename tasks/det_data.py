@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -136,6 +135,13 @@ def parse_annotation(
     return record, num_clipped
 
 
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as uint8 RGB ``(3, H, W)`` (PIL decodes: torchvision.io decoding is deprecated in 0.29)."""
+    with Image.open(path) as img:
+        array = np.array(img.convert("RGB"))
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 def read_split(root: str | Path, split: str) -> list[str]:
     """Image ids listed in ``<root>/ImageSets/Main/<split>.txt``."""
     path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
@@ -212,7 +218,7 @@ class VOCDetection(torch.utils.data.Dataset):
         seed fixes the random transforms, so a sample's augmentation does not depend on workers or resumption."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         record = self.records[index]
-        image = decode_image(str(record.image_path), mode=ImageReadMode.RGB)
+        image = read_image(record.image_path)
         if tuple(image.shape[-2:]) != (record.height, record.width):
             raise AnnotationError(
                 f"{record.image_path}: image is {image.shape[-1]}x{image.shape[-2]} but its annotation says "

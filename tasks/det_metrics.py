@@ -173,7 +173,9 @@ def coco_map_metric(**kwargs):
     except ImportError as err:
         raise ValueError(f"COCO-style mAP needs torchmetrics and pycocotools ({err}); "
                          "pip install torchmetrics pycocotools, or pass --no-coco") from None
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools", **kwargs)
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools", **kwargs)
+    metric.warn_on_many_detections = False  # VOC keeps 200 per image; COCO scoring takes the top 100, as intended
+    return metric
 
 
 def coco_targets(targets: Sequence[dict]) -> list[dict]:
