@@ -16,12 +16,14 @@ from backbones import list_backbones
 
 RECIPES: dict[str, dict[str, object]] = {
     "voc": dict(
-        backbone="ld_mobilenetv2_100", pretrained_backbone="default", size=320, batch_size=32, epochs=200,
-        lr=0.01, weight_decay=5e-4, warmup_epochs=1.0, train_split="trainval", val_split="test", eval_every=10, workers=4,
+        backbone="ld_mobilenetv2_100", pretrained_backbone="default", size=320, max_zoom_out=4.0,
+        batch_size=32, epochs=200, optimizer="sgd", lr=0.01, weight_decay=5e-4, warmup_epochs=1.0,
+        train_split="trainval", val_split="test", eval_every=10, workers=4,
     ),
     "synthetic": dict(
-        backbone="ld_mobilenetv2_050", pretrained_backbone="none", size=128, batch_size=16, epochs=12,
-        lr=0.05, weight_decay=4e-5, warmup_epochs=1.0, train_split="train", val_split="val", eval_every=4, workers=1,
+        backbone="ld_mobilenetv2_050", pretrained_backbone="none", size=128, max_zoom_out=4.0,
+        batch_size=16, epochs=12, optimizer="sgd", lr=0.05, weight_decay=4e-5, warmup_epochs=1.0,
+        train_split="train", val_split="val", eval_every=4, workers=1,
     ),
 }  # fmt: skip
 
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train-difficult", action="store_true", help="also train on difficult objects")
     data.add_argument("--synthetic-images", type=_positive(int), nargs=2, default=(320, 80), metavar=("TRAIN", "VAL"))
     data.add_argument("--workers", type=int, help="DataLoader worker processes per rank")
+    data.add_argument("--max-zoom-out", type=float, help="largest zoom-out canvas side / image side (1 = off)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", choices=list_backbones(), metavar="NAME", help="a backbones.list_backbones() name")
     model.add_argument("--pretrained-backbone", help="none | default | a named source | path | URL")
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=_positive(int))
     optim.add_argument("--batch-size", type=_positive(int), help="global batch, split over the processes")
-    optim.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    optim.add_argument("--optimizer", choices=("sgd", "adamw"))
     optim.add_argument("--lr", type=_positive(float), help="peak learning rate (after warmup)")
     optim.add_argument("--momentum", type=float, default=0.9)
     optim.add_argument("--weight-decay", type=float, help="on conv/linear weights; norms and biases get none")
@@ -99,5 +102,9 @@ def pretrained_arg(text: str) -> bool | str:
 
 def plain_args(args: argparse.Namespace) -> dict:
     """The configuration as plain types, for checkpoints (``weights_only`` loading) and the metrics log."""
-    convert = lambda v: str(v) if isinstance(v, Path) else [convert(x) for x in v] if isinstance(v, (list, tuple)) else v  # noqa: E731
+    def convert(value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
     return {k: convert(v) for k, v in vars(args).items()}

@@ -90,7 +90,8 @@ class VOCResult:
         rows = ["| class | GT | detections | AP VOC07 | AP area |", "|---|---:|---:|---:|---:|"]
         for name, gt, det, a07, a in zip(self.class_names, self.num_gt, self.num_det, self.ap07, self.ap):
             rows.append(f"| {name} | {gt} | {det} | {_pct(a07)} | {_pct(a)} |")
-        rows.append(f"| **mean** | {self.num_gt.sum()} | {self.num_det.sum()} | {_pct(self.map07)} | {_pct(self.map)} |")
+        means = f"{_pct(self.map07)} | {_pct(self.map)}"
+        rows.append(f"| **mean** | {self.num_gt.sum()} | {self.num_det.sum()} | {means} |")
         return "\n".join(rows)
 
 
@@ -115,7 +116,7 @@ class VOCAccumulator:
         self.num_gt = np.zeros(k, dtype=np.int64)
 
     def update(self, predictions: Sequence[dict], targets: Sequence[dict]) -> None:
-        """Add images: predictions with ``boxes``/``scores``/``labels``, targets with ``boxes``/``labels``/``difficult``."""
+        """Add images: predictions hold ``boxes``/``scores``/``labels``, targets ``boxes``/``labels``/``difficult``."""
         for pred, target in zip(predictions, targets, strict=True):
             p_boxes, p_scores, p_labels = (pred[k].detach().cpu() for k in ("boxes", "scores", "labels"))
             g_boxes, g_labels = target["boxes"].cpu(), target["labels"].cpu()

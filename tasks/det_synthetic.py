@@ -2,13 +2,14 @@
 
 ``make_synthetic_voc(root)`` paints filled shapes on noisy gradient backgrounds and writes
 ``root/{JPEGImages/*.jpg, Annotations/*.xml, ImageSets/Main/{train,val,trainval}.txt}`` exactly as VOC does
-(1-based inclusive ``<bndbox>``, ``<difficult>``, ``<truncated>``). The shape decides the class (colours are
-random), a few tiny objects are marked ``difficult`` and some validation images have no objects, so training
-and evaluation take the same code path, difficult handling included, as on PASCAL VOC.
+(1-based inclusive ``<bndbox>``, ``<difficult>``, ``<truncated>``). Shape and hue decide the class, a few tiny
+objects are marked ``difficult`` and some validation images have no objects, so training and evaluation take the
+same code path as on PASCAL VOC, difficult handling included.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -19,6 +20,8 @@ from PIL import Image, ImageDraw
 
 SHAPE_CLASSES = {"rectangle": "tvmonitor", "ellipse": "sheep", "triangle": "boat", "cross": "aeroplane"}
 """Which VOC class each painted shape is annotated as."""
+_SHAPE_HUES = {"rectangle": 0.0, "ellipse": 0.25, "triangle": 0.5, "cross": 0.75}
+"""Each shape's base hue (jittered by +-0.06): shape and colour both tell the class, so a CPU-sized run learns."""
 
 _MARKER = "synthetic.json"
 
@@ -75,6 +78,11 @@ def _paint(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int]
         draw.rectangle(((x0 + x1) // 2 - bar_w // 2, y0, (x0 + x1) // 2 + bar_w // 2, y1), fill=color)
 
 
+def _color(rng: np.random.Generator, hue: float) -> tuple[int, int, int]:
+    hsv = ((hue + rng.uniform(-0.06, 0.06)) % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.55, 1.0))
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(*hsv))
+
+
 def _sample_box(rng: np.random.Generator, width: int, height: int, *, tiny: bool) -> tuple[int, ...]:
     side = min(width, height)
     lo, hi = (6, 12) if tiny else (int(0.2 * side), int(0.6 * side))
@@ -108,7 +116,7 @@ def render_image(rng: np.random.Generator, *, empty: bool = False) -> tuple[Imag
         if _overlaps(box, boxes):
             continue
         shape = str(rng.choice(list(SHAPE_CLASSES)))
-        _paint(draw, shape, box, tuple(int(c) for c in rng.integers(0, 256, size=3)))
+        _paint(draw, shape, box, _color(rng, _SHAPE_HUES[shape]))
         boxes.append(box)
         objects.append({"name": SHAPE_CLASSES[shape], "box": box, "difficult": tiny})
     return image, objects
@@ -119,7 +127,7 @@ def make_synthetic_voc(root: str | Path, *, num_train: int = 320, num_val: int =
 
     Splits: ``train`` (``num_train`` images), ``val`` (``num_val``, every tenth one without objects), ``trainval``.
     """
-    root, params = Path(root), {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 1}
+    root, params = Path(root), {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 2}
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root

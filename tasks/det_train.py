@@ -65,8 +65,9 @@ def build_data(args, info: engine.DistInfo) -> tuple[VOCDetection, VOCDetection]
                                seed=args.seed)
         engine.barrier()
         args.data_root, args.val_root = [root], root
-    train = VOCDetection(args.data_root, args.train_split, transforms=train_transforms(args.size),
-                         keep_difficult=args.train_difficult, skip_empty=True)
+    augment = train_transforms(args.size, max_zoom_out=args.max_zoom_out)
+    train = VOCDetection(args.data_root, args.train_split, transforms=augment, keep_difficult=args.train_difficult,
+                         skip_empty=True)
     val = VOCDetection(args.val_root, args.val_split, transforms=eval_transforms())
     return train, val
 
@@ -77,18 +78,32 @@ class Trainer:
     def __init__(self, args, info: engine.DistInfo) -> None:
         if args.batch_size % info.world_size:
             raise ValueError(f"--batch-size {args.batch_size} must divide over {info.world_size} processes")
-        self.args, self.info = args, info
+        self.args, self.info, self.batch = args, info, args.batch_size // info.world_size
         engine.seed_everything(args.seed)
         self.train_set, self.val_set = build_data(args, info)
         self.class_names = self.train_set.class_names
+        self.precision = engine.Precision(info.device, amp=args.amp, channels_last=args.channels_last)
+        self.model = self._build_model()
+        self._build_loaders()
+        total = self.steps_per_epoch * args.epochs
+        warmup = min(round(args.warmup_epochs * self.steps_per_epoch), total - 1)
+        self.optimizer = build_optimizer(self.model, args)
+        self.scheduler = cosine_scheduler(self.optimizer, total_iters=total, warmup_iters=warmup)
+        self.checkpoints = engine.CheckpointManager(args.out, mode="max")
+        self.metrics = engine.MetricsLog(args.out, enabled=info.is_main, tensorboard=args.tensorboard)
+        self.iteration, self.epoch = 0, 0
+
+    def _build_model(self) -> torch.nn.Module:
+        args, info = self.args, self.info
         model = create_detector(args.backbone, len(self.class_names) + 1, size=args.size,
                                 pretrained_backbone=pretrained_arg(args.pretrained_backbone))
-        self.precision = engine.Precision(info.device, amp=args.amp, channels_last=args.channels_last)
         model = self.precision.prepare_model(model)
-        if info.distributed:
-            model = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-        self.model = model
-        self.batch = args.batch_size // info.world_size
+        if not info.distributed:
+            return model
+        return DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+
+    def _build_loaders(self) -> None:
+        args, info = self.args, self.info
         self.sampler = engine.SeededShardSampler(len(self.train_set), seed=args.seed, rank=info.rank,
                                                  world_size=info.world_size)
         self.steps_per_epoch = len(self.sampler) // self.batch
@@ -97,13 +112,6 @@ class Trainer:
         self.loader = DataLoader(self.train_set, batch_size=self.batch, sampler=self.sampler, drop_last=True,
                                  num_workers=args.workers, collate_fn=collate, pin_memory=info.device.type == "cuda")
         self.val_loader = eval_loader(self.val_set, batch_size=max(self.batch, 8), workers=args.workers, info=info)
-        total = self.steps_per_epoch * args.epochs
-        self.optimizer = build_optimizer(self.model, args)
-        self.scheduler = cosine_scheduler(self.optimizer, total_iters=total,
-                                          warmup_iters=min(round(args.warmup_epochs * self.steps_per_epoch), total - 1))
-        self.checkpoints = engine.CheckpointManager(args.out, mode="max")
-        self.metrics = engine.MetricsLog(args.out, enabled=info.is_main, tensorboard=args.tensorboard)
-        self.iteration, self.epoch = 0, 0
 
     def state(self) -> dict:
         return engine.training_state(
@@ -176,11 +184,12 @@ class Trainer:
         """Train to the end (or ``--max-steps``); returns the last evaluation's metrics."""
         args, metrics = self.args, None
         while self.epoch < args.epochs:
+            if args.max_steps is not None and self.iteration >= args.max_steps:
+                break
             if not self.train_epoch(args.max_steps):
                 if self.info.is_main:
                     self.checkpoints.save_last(self.state())
-                log.info("stopped at --max-steps %d; continue with --resume", args.max_steps)
-                return metrics
+                break
             self.epoch += 1
             if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
                 metrics = self.validate()
@@ -189,6 +198,8 @@ class Trainer:
                     self._plot()
             if self.info.is_main:
                 self.checkpoints.save_last(self.state())
+        if self.epoch < args.epochs:
+            log.info("stopped at --max-steps %d (iteration %d); continue with --resume", args.max_steps, self.iteration)
         return metrics
 
     def _plot(self) -> None:

@@ -46,9 +46,9 @@ def _scene(rng: np.random.Generator, *, difficult: bool, disjoint: bool) -> tupl
             det.append([x, y, x + 30, y + 30])
             det_labels.append(int(rng.integers(1, 4)))
         diff = rng.random(len(labels)) < (0.25 if difficult else 0.0)
-        preds.append({"boxes": torch.tensor(det).reshape(-1, 4).float(),
-                      "scores": torch.from_numpy(rng.random(len(det))).float(), "labels": torch.tensor(det_labels, dtype=torch.int64)})
-        targets.append({"boxes": torch.tensor(boxes).reshape(-1, 4).float(), "labels": torch.tensor(labels, dtype=torch.int64),
+        preds.append({"boxes": torch.tensor(det).reshape(-1, 4).float(), "labels": torch.tensor(det_labels).long(),
+                      "scores": torch.from_numpy(rng.random(len(det))).float()})
+        targets.append({"boxes": torch.tensor(boxes).reshape(-1, 4).float(), "labels": torch.tensor(labels).long(),
                         "difficult": torch.from_numpy(diff)})
     return preds, targets
 
