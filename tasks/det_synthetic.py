@@ -1,6 +1,6 @@
 """A small synthetic detection dataset written in the real VOC layout, so the default run needs no download.
 
-``make_synthetic_voc(root)`` paints filled shapes on noisy gradient backgrounds and writes
+``make_synthetic_voc(root)`` paints saturated filled shapes on noisy grey gradient backgrounds and writes
 ``root/{JPEGImages/*.jpg, Annotations/*.xml, ImageSets/Main/{train,val,trainval}.txt}`` exactly as VOC does
 (1-based inclusive ``<bndbox>``, ``<difficult>``, ``<truncated>``). Shape and hue decide the class, a few tiny
 objects are marked ``difficult`` and some validation images have no objects, so training and evaluation take the
@@ -54,8 +54,8 @@ def write_annotation(
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Linear colour gradient plus Gaussian noise, ``(height, width, 3)`` uint8."""
-    start, end = rng.uniform(30, 225, size=(2, 3))
+    """A greyish linear gradient plus Gaussian noise, ``(height, width, 3)`` uint8 (objects are saturated)."""
+    start, end = rng.uniform(70, 190, size=(2, 1)) + rng.uniform(-15, 15, size=(2, 3))
     ramp = np.linspace(0.0, 1.0, width if rng.random() < 0.5 else height)
     grad = start + (end - start) * ramp[:, None]
     grad = grad[None, :, :] if len(ramp) == width else grad[:, None, :]
@@ -85,7 +85,7 @@ def _color(rng: np.random.Generator, hue: float) -> tuple[int, int, int]:
 
 def _sample_box(rng: np.random.Generator, width: int, height: int, *, tiny: bool) -> tuple[int, ...]:
     side = min(width, height)
-    lo, hi = (6, 12) if tiny else (int(0.2 * side), int(0.6 * side))
+    lo, hi = (6, 12) if tiny else (int(0.15 * side), int(0.5 * side))
     w, h = (int(v) for v in rng.integers(lo, hi + 1, size=2))
     x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
     return x0, y0, x0 + w, y0 + h
@@ -109,7 +109,7 @@ def render_image(rng: np.random.Generator, *, empty: bool = False) -> tuple[Imag
     width, height = int(rng.integers(160, 225)), int(rng.integers(120, 193))
     image = _background(rng, width, height)
     draw, objects, boxes = ImageDraw.Draw(image), [], []
-    num = 0 if empty else int(rng.integers(1, 4))
+    num = 0 if empty else int(rng.integers(2, 7))
     tiny_flags = [False] * num + ([True] if not empty and rng.random() < 0.3 else [])
     for tiny in tiny_flags:
         box = _sample_box(rng, width, height, tiny=tiny)
@@ -127,7 +127,7 @@ def make_synthetic_voc(root: str | Path, *, num_train: int = 320, num_val: int =
 
     Splits: ``train`` (``num_train`` images), ``val`` (``num_val``, every tenth one without objects), ``trainval``.
     """
-    root, params = Path(root), {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 2}
+    root, params = Path(root), {"num_train": num_train, "num_val": num_val, "seed": seed, "version": 4}
     marker = root / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root

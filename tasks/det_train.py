@@ -65,7 +65,8 @@ def build_data(args, info: engine.DistInfo) -> tuple[VOCDetection, VOCDetection]
                                seed=args.seed)
         engine.barrier()
         args.data_root, args.val_root = [root], root
-    augment = train_transforms(args.size, max_zoom_out=args.max_zoom_out)
+    augment = train_transforms(args.size, photometric=args.photometric, max_zoom_out=args.max_zoom_out,
+                               iou_crop=args.iou_crop)
     train = VOCDetection(args.data_root, args.train_split, transforms=augment, keep_difficult=args.train_difficult,
                          skip_empty=True)
     val = VOCDetection(args.val_root, args.val_split, transforms=eval_transforms())

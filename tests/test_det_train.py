@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tasks import det_eval, det_predict, det_train
+from tasks.det_config import parse_args
 from tasks.engine import load_checkpoint, read_metrics
 
 TINY = ["--synthetic-images", "8", "4", "--size", "64", "--backbone", "ld_mobilenetv2_035", "--batch-size", "4",
@@ -68,10 +69,22 @@ def test_resume_is_exact(tmp_path):
     assert resumed["iteration"] == straight["iteration"] == 4
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
-    moments = lambda s: [v["momentum_buffer"] for v in s["optimizer"]["state"].values()]  # noqa: E731
-    assert all(torch.equal(a, b) for a, b in zip(moments(straight), moments(resumed)))
+    for param, buffers in straight["optimizer"]["state"].items():
+        for name, value in buffers.items():
+            assert torch.equal(value, resumed["optimizer"]["state"][param][name]), (param, name)
+    assert straight["scheduler"] == resumed["scheduler"]
     rows = [r for r in read_metrics(tmp_path / "cut" / "metrics.jsonl") if r["split"] == "val"]
     assert [r["step"] for r in rows] == [4]
+
+
+def test_recipes_fill_unset_options():
+    voc = parse_args(["--data-root", "VOC2007", "VOC2012"])
+    assert (voc.size, voc.batch_size, voc.epochs, voc.lr, voc.optimizer) == (320, 32, 200, 0.01, "sgd")
+    assert (voc.train_split, voc.val_split, str(voc.val_root), voc.pretrained_backbone) == (
+        "trainval", "test", "VOC2007", "default")
+    synthetic = parse_args([])
+    assert synthetic.recipe == "synthetic" and synthetic.data_root is None and synthetic.pretrained_backbone == "none"
+    assert parse_args(["--data-root", "x", "--lr", "0.2", "--size", "300"]).lr == 0.2
 
 
 def test_bad_batch_and_resume_arguments(tmp_path):
@@ -84,12 +97,11 @@ def test_bad_batch_and_resume_arguments(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tasks.det_train", *TINY, "--out", str(tmp_path / "ddp"), "--epochs", "1", "--no-coco",
-           "--num-visualize", "0"]
+           "-m", "tasks.det_train", *TINY, "--out", str(tmp_path / "ddp"), "--epochs", "1", "--num-visualize", "0"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["iteration"] == 2  # 8 images, global batch 4 = 2 per process
     rows = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [r["split"] for r in rows] == ["train", "val"]  # rank 0 alone writes the log
-    assert 0 <= rows[-1]["map07"] <= 1
+    assert 0 <= rows[-1]["map07"] <= 1 and 0 <= rows[-1]["coco_map"] <= 1  # VOC and torchmetrics both gathered
