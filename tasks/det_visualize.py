@@ -22,6 +22,8 @@ def draw_detections(
     Ground truth can be drawn too: pass it without ``scores``.
     """
     keep = detections["scores"] >= min_score if "scores" in detections else slice(None)
+    if not len(detections["labels"][keep]):
+        return image
     boxes, labels = detections["boxes"][keep].float(), detections["labels"][keep].tolist()
     scores = detections["scores"][keep].tolist() if "scores" in detections else [None] * len(labels)
     text = [class_names[l - 1] + ("" if s is None else f" {s:.2f}") for l, s in zip(labels, scores)]
