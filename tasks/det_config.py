@@ -42,7 +42,8 @@ def _positive(kind: type):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tasks.det_train", description=__doc__.split("\n\n")[0],
+        prog="python -m tasks.det_train",
+        description="Train SSDLite on PASCAL VOC (--data-root) or on a generated VOC-layout dataset (no --data-root).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
     data = p.add_argument_group("data (unset values come from the recipe: voc with --data-root, else synthetic)")
