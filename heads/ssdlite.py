@@ -7,16 +7,19 @@ supplies what is SSDLite about it: the backbone's two detection taps, extra laye
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
 from backbones import Backbone, create_backbone
 from backbones.blocks import ConvNormAct
+
+from .anchors import SSDBoxGenerator
 
 # (mid, out) channels of each extra layer, as in the TF Object Detection API and torchvision (mid = out // 2).
 EXTRA_CHANNELS: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256), (64, 128))
@@ -122,7 +125,10 @@ class SSDLite(SSD):
 
         No softmax, clipping, score threshold or NMS: what export, benchmarks and parity checks want.
         """
-        image_list, _ = self.transform(list(images))
+        return self.raw_outputs(self.transform(list(images))[0])
+
+    def raw_outputs(self, image_list: ImageList) -> tuple[Tensor, Tensor]:
+        """:meth:`predict_raw` on images already resized and normalized by ``self.transform``."""
         maps = list(self.backbone(image_list.tensors).values())
         out = self.head(maps)
         anchors = self.anchor_generator(image_list, maps)
@@ -140,6 +146,26 @@ def detection_backbone(name: str, *, pretrained: Any = False, **kwargs: Any) -> 
     return create_backbone(name, pretrained=pretrained, out_indices=list(indices), **kwargs)
 
 
+def _normalization(backbone: Backbone, mean: Sequence[float] | None,
+                   std: Sequence[float] | None) -> tuple[list[float], list[float]]:
+    """Explicit mean/std, else the loaded weights' preprocessing rescaled to [0, 1] inputs, else 0.5/0.5."""
+    prep = getattr(backbone, "preprocessing", None)
+    if prep is not None and (mean is None or std is None):
+        if prep.color != "RGB":
+            warnings.warn(f"the backbone weights expect {prep.color} input but the detector feeds RGB; fine-tuning "
+                          "will have to adapt the stem (or convert the stem weights' channel order)", stacklevel=3)
+        scale = prep.input_range
+        mean = [m / scale for m in prep.mean] if mean is None else mean
+        std = [s / scale for s in prep.std] if std is None else std
+    return list(IMAGE_MEAN if mean is None else mean), list(IMAGE_STD if std is None else std)
+
+
+def _anchor_arg(name: str, values: Sequence[float] | None, expected: int) -> list[float] | None:
+    if values is not None and len(values) != expected:
+        raise ValueError(f"{name} needs {expected} values (maps + 1 for scales), got {len(values)}: {list(values)}")
+    return None if values is None else list(values)
+
+
 def _normal_init(module: nn.Module, std: float = 0.03) -> None:
     """Conv weights ~ N(0, std), biases 0, as torchvision's SSDLite initializes its extras and predictors."""
     for m in module.modules():
@@ -154,7 +180,7 @@ def create_detector(backbone_name: str, num_classes: int, *, size: int = 320,
                     extra_channels: Sequence[tuple[int, int]] = EXTRA_CHANNELS, linear_extras: bool = False,
                     pointwise_last: bool = False, anchor_scales: Sequence[float] | None = None,
                     anchor_steps: Sequence[int] | None = None,
-                    image_mean: Sequence[float] = IMAGE_MEAN, image_std: Sequence[float] = IMAGE_STD,
+                    image_mean: Sequence[float] | None = None, image_std: Sequence[float] | None = None,
                     **ssd_kwargs: Any) -> SSDLite:
     """SSDLite on a registered backbone (MobileNetV2 paper §6.2).
 
@@ -169,7 +195,8 @@ def create_detector(backbone_name: str, num_classes: int, *, size: int = 320,
         pointwise_last: a plain 1x1 conv instead of the separable predictor on the last map.
         anchor_scales: ``len(maps) + 1`` default-box scales relative to ``size``; default 0.2..0.95 then 1.0.
         anchor_steps: per-map pixel step between default-box centres; default ``size / map size``.
-        image_mean, image_std: normalization of [0, 1] inputs; the default maps them to [-1, 1].
+        image_mean, image_std: normalization of [0, 1] RGB inputs; default: what the pretrained backbone weights
+            expect (``backbone.preprocessing``), else mean 0.5, std 0.5 (inputs to [-1, 1], as torchvision).
         ssd_kwargs: ``torchvision SSD`` post-processing and matching options (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``iou_thresh``, ``positive_fraction``).
     """
@@ -180,16 +207,14 @@ def create_detector(backbone_name: str, num_classes: int, *, size: int = 320,
     backbone = detection_backbone(backbone_name, pretrained=pretrained_backbone, **(backbone_kwargs or {}))
     features = SSDLiteFeatures(backbone, extra_channels=extra_channels, linear_extras=linear_extras)
     num_maps = len(features.out_channels)
-    for arg, values, expected in (("anchor_scales", anchor_scales, num_maps + 1), ("anchor_steps", anchor_steps,
-                                                                                   num_maps)):
-        if values is not None and len(values) != expected:
-            raise ValueError(f"{arg} needs {expected} values for {num_maps} feature maps, got {len(values)}")
-    anchors = DefaultBoxGenerator([list(ASPECT_RATIOS)] * num_maps, min_ratio=0.2, max_ratio=0.95,
-                                  scales=None if anchor_scales is None else list(anchor_scales),
-                                  steps=None if anchor_steps is None else list(anchor_steps))
+    scales = _anchor_arg("anchor_scales", anchor_scales, num_maps + 1)
+    steps = _anchor_arg("anchor_steps", anchor_steps, num_maps)
+    anchors = SSDBoxGenerator([list(ASPECT_RATIOS)] * num_maps, min_ratio=0.2, max_ratio=0.95, scales=scales,
+                              steps=steps)
     head = SSDLiteHead(features.out_channels, anchors.num_anchors_per_location(), num_classes,
                        pointwise_last=pointwise_last)
     _normal_init(features.extras)
     _normal_init(head)
-    return SSDLite(features, anchors, (size, size), num_classes, image_mean=list(image_mean),
-                   image_std=list(image_std), head=head, **ssd_kwargs)
+    mean, std = _normalization(backbone, image_mean, image_std)
+    return SSDLite(features, anchors, (size, size), num_classes, image_mean=mean, image_std=std, head=head,
+                   **ssd_kwargs)
