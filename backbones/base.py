@@ -53,13 +53,15 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Map ``(N, in_chans, H, W)`` to ``[(N, C_i, ceil(H / s_i), ceil(W / s_i))]`` for the selected taps."""
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+        if not torch.jit.is_scripting():
             self._check_input(x)
         taps = self.forward_taps(x)
         return [taps[i] for i in self.out_indices]
 
     @torch.jit.unused
     def _check_input(self, x: Tensor) -> None:
+        if torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy):  # tracing: shapes are symbolic or fixed
+            return
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W) "

@@ -26,9 +26,11 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# The official ShuffleNetV1 release feeds BGR pixels in 0..255 with no mean/std.
-MEGVII = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), color="BGR", input_range=255.0)
+# The official ShuffleNetV1 release was trained on BGR pixels in 0..255 with no mean/std. Its stem is flipped to
+# RGB on load (exact: the first conv is linear in its input channels), so every model here takes RGB.
+MEGVII = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), color="RGB", input_range=255.0)
 LAYOUT_PREPROCESSING = {"megvii": MEGVII}
+BGR_LAYOUTS = ("megvii",)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def _download(location: str) -> Path:
     except Exception as e:  # urllib, requests and hub errors alike: say what to do instead
         raise RuntimeError(
             f"could not download {location} ({type(e).__name__}: {str(e)[:200]}). If this machine is offline, "
-            f"download the file elsewhere and pass its local path as pretrained=...") from None
+            f"download the file elsewhere and pass its local path instead") from None
 
 
 def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
@@ -136,7 +138,8 @@ def convert_state_dict(model: Backbone, state_dict: Mapping[str, Tensor], *,
     """Rename ``state_dict`` (any known layout) to ``model``'s keys; check every key and shape.
 
     Classifier keys are dropped (kept as ``classifier.*`` with ``keep_classifier``), as are keys of modules that
-    ``out_indices`` left unbuilt. Anything else missing, unexpected or of the wrong shape raises a ValueError.
+    ``out_indices`` left unbuilt. Stems trained on BGR input are flipped to take RGB. Anything else missing,
+    unexpected or of the wrong shape raises a ValueError.
     """
     return _convert(model, state_dict, keep_classifier)[1]
 
@@ -145,8 +148,10 @@ def _convert(model: Backbone, state_dict: Mapping[str, Tensor],
              keep_classifier: bool) -> tuple[str, dict[str, Tensor]]:
     layout, sd = _find_layout(state_dict)
     out, unexpected = rename(sd, layout_pairs(model, layout), layout, keep_classifier)
-    expected = model.state_dict()
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     stem = "stem.conv.weight"
+    if layout in BGR_LAYOUTS and stem in out:
+        out[stem] = out[stem].flip(1)
     if stem in out and out[stem].shape[1] == 3 and model.in_chans != 3:
         out[stem] = adapt_input_conv(out[stem], model.in_chans)
     extra = {k for k in out if k not in expected and not k.startswith("classifier.")}

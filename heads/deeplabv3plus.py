@@ -7,7 +7,8 @@ tensor, never a fixed scale factor, so any input size (513x513, 500x375, 65x97) 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+import os
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ class ImagePooling(nn.Module):
 
     BatchNorm over a single value per channel is undefined, so a plain BN in training mode on a batch of one
     normalises with its running statistics (as in eval) and leaves them unchanged. ``SyncBatchNorm`` is always
-    called, since it pools the batch across processes.
+    called, since it pools the batch across processes; so is every BN under TorchScript.
     """
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
@@ -43,12 +44,15 @@ class ImagePooling(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.proj.conv(x.mean((2, 3), keepdim=True))
+        y = self.proj.bn(y) if torch.jit.is_scripting() else self._norm(y)
+        return self.proj.act(y).expand(-1, -1, x.shape[2], x.shape[3])
+
+    @torch.jit.unused
+    def _norm(self, y: Tensor) -> Tensor:
         bn = self.proj.bn
         if self.training and y.shape[0] == 1 and not isinstance(bn, nn.SyncBatchNorm):
-            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        else:
-            y = bn(y)
-        return self.proj.act(y).expand(-1, -1, x.shape[2], x.shape[3])
+            return F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return bn(y)
 
 
 class ASPP(nn.Module):
@@ -99,7 +103,7 @@ class DeepLabV3PlusHead(nn.Module):
                              f"{LOW_LEVEL_STRIDE} map; got channels {list(in_channels)}, strides {strides}")
         self.low_level_index = strides.index(LOW_LEVEL_STRIDE)
         self.deep_index = len(strides) - 1
-        if self.deep_index == self.low_level_index:
+        if strides[-1] <= LOW_LEVEL_STRIDE:
             raise ValueError(f"the deepest input must be deeper than the stride-4 low-level one, got strides {strides}")
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -124,11 +128,11 @@ class DeepLabV3PlusHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def resize(self, x: Tensor, size: Sequence[int]) -> Tensor:
+    def resize(self, x: Tensor, size: list[int]) -> Tensor:
         """Bilinear resize of ``x`` to exactly ``size`` (H, W)."""
         return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=self.align_corners)
 
-    def forward(self, features: list[Tensor], output_size: Sequence[int] | None = None) -> Tensor:
+    def forward(self, features: list[Tensor], output_size: list[int] | None = None) -> Tensor:
         """Map the backbone's maps to logits ``(N, num_classes, H4, W4)`` at the stride-4 map's size, or at
         ``output_size`` when given."""
         low = self.low_level(features[self.low_level_index])
@@ -140,10 +144,14 @@ class DeepLabV3PlusHead(nn.Module):
 class Segmenter(nn.Module):
     """A backbone and a segmentation head: ``(N, in_chans, H, W) -> logits (N, num_classes, H, W)``."""
 
+    __jit_ignored_attributes__ = ["preprocessing"]
+
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # How to prepare images (``backbones.weights.Preprocessing``), from the pretrained weights if any.
+        self.preprocessing = getattr(backbone, "preprocessing", None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x), output_size=x.shape[-2:])
@@ -163,7 +171,7 @@ def select_taps(backbone_name: str, *, output_stride: int, **backbone_kwargs: An
 
 
 def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int = 16,
-                     pretrained_backbone: bool | str | Any = False, out_indices: Sequence[int] | None = None,
+                     pretrained_backbone: bool | str | os.PathLike | Mapping[str, Tensor] = False, out_indices: Sequence[int] | None = None,
                      **kwargs: Any) -> Segmenter:
     """Build a DeepLabV3+ :class:`Segmenter` on a registered backbone.
 

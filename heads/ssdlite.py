@@ -7,7 +7,6 @@ supplies what is SSDLite about it: the backbone's two detection taps, extra laye
 """
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -151,9 +150,6 @@ def _normalization(backbone: Backbone, mean: Sequence[float] | None,
     """Explicit mean/std, else the loaded weights' preprocessing rescaled to [0, 1] inputs, else 0.5/0.5."""
     prep = getattr(backbone, "preprocessing", None)
     if prep is not None and (mean is None or std is None):
-        if prep.color != "RGB":
-            warnings.warn(f"the backbone weights expect {prep.color} input but the detector feeds RGB; fine-tuning "
-                          "will have to adapt the stem (or convert the stem weights' channel order)", stacklevel=3)
         scale = prep.input_range
         mean = [m / scale for m in prep.mean] if mean is None else mean
         std = [s / scale for s in prep.std] if std is None else std

@@ -126,13 +126,54 @@ def test_plots_write_pngs(tmp_path):
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in (curve, panel))
 
 
-def test_single_process_setup_and_cpu_precision_are_identity(monkeypatch):
+def test_single_process_setup_and_cpu_precision(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     info = engine.setup_distributed("cpu")
     assert (info.rank, info.world_size, info.is_main, info.device.type) == (0, 1, True, "cpu")
     assert engine.all_reduce_sum(torch.ones(2)).tolist() == [1.0, 1.0]
     precision = engine.Precision(info.device, amp=True, channels_last=True)
-    assert not precision.amp and not precision.channels_last
-    x = torch.zeros(1, 3, 4, 4)
-    assert precision.prepare_input(x).is_contiguous()
+    assert not precision.amp and precision.autocast().__class__.__name__ == "nullcontext"
+    x = precision.prepare_input(torch.zeros(1, 3, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_training_state_restores_model_optimizer_schedule_and_rng(tmp_path):
+    torch.manual_seed(0)
+    model = _Net()
+    opt = torch.optim.SGD(engine.param_groups(model, lr=0.1, weight_decay=1e-4), lr=0.1, momentum=0.9)
+    sched = engine.poly_lr_scheduler(opt, total_iters=10)
+    precision = engine.Precision(torch.device("cpu"))
+
+    def step() -> None:
+        loss = model.head(model.backbone(torch.randn(2, 3, 6, 6))).square().mean()
+        precision.backward_step(loss, opt)
+        sched.step()
+
+    step()
+    engine.atomic_save(engine.training_state(model, opt, scheduler=sched, precision=precision, iteration=1,
+                                             epoch=0), tmp_path / "s.pt")
+    step()
+    expected = [p.clone() for p in model.parameters()]
+    for _ in range(3):
+        step()
+    state = engine.load_checkpoint(tmp_path / "s.pt")
+    assert engine.restore_training_state(state, model, opt, scheduler=sched, precision=precision) == (1, 0)
+    step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), expected))
+    with pytest.raises(ValueError, match="missing"):
+        engine.restore_training_state({"model": {}}, model, opt, scheduler=sched, precision=precision)
+
+
+def test_cpu_threads_leave_cores_for_workers(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    info = engine.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    try:
+        assert engine.set_cpu_threads(info, workers=1) == 3
+        assert engine.set_cpu_threads(info, threads=2) == 2
+        with pytest.raises(ValueError, match="threads must be positive"):
+            engine.set_cpu_threads(info, threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Mixed precision and memory format for CUDA; the same calls are exact no-ops on CPU."""
+"""Mixed precision (CUDA only; a no-op on CPU) and the channels_last memory format."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ __all__ = ["Precision"]
 
 
 class Precision:
-    """Autocast + gradient scaling + channels_last, switched on only where they help (CUDA).
+    """Autocast + gradient scaling (CUDA only) and channels_last (any device).
 
     Args:
         device: the compute device.
-        amp: use float16 autocast with a GradScaler (ignored on CPU).
-        channels_last: convert models and inputs to NHWC (ignored on CPU).
+        amp: use float16 autocast with a GradScaler (ignored on CPU, where float16 convs are slow).
+        channels_last: convert models and inputs to NHWC (faster for depthwise convs on CPU and with AMP on GPU).
     """
 
     def __init__(self, device: torch.device, *, amp: bool = False, channels_last: bool = False) -> None:
         cuda = device.type == "cuda"
         self.device = device
         self.amp = amp and cuda
-        self.channels_last = channels_last and cuda
+        self.channels_last = channels_last
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def autocast(self) -> contextlib.AbstractContextManager:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "barrier", "all_reduce_sum", "broadcast_object"]
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "barrier", "all_reduce_sum", "broadcast_object",
+           "set_cpu_threads"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,19 @@ def broadcast_object(obj: object, *, src: int = 0) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def set_cpu_threads(info: DistInfo, *, threads: int | None = None, workers: int = 0) -> int:
+    """Set torch's intra-op threads: ``threads`` if given, else on CPU the cores left per process after
+    ``workers`` DataLoader workers (at least 1). Oversubscribed OpenMP threads stall each other badly.
+
+    Returns the thread count in effect (unchanged on CUDA unless ``threads`` is given).
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be positive, got {threads}")
+    if threads is None and info.device.type == "cpu":
+        local_world = _env_int("LOCAL_WORLD_SIZE") or info.world_size
+        threads = max(1, (os.cpu_count() or 1) // local_world - workers)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

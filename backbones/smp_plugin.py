@@ -1,0 +1,135 @@
+"""Every backbone as a native segmentation_models_pytorch encoder, registered under its own name.
+
+``import backbones`` adds each ``ld_*`` name to ``smp.encoders.encoders``, so
+``smp.DeepLabV3Plus(encoder_name="ld_mobilenetv2_100", encoder_weights=None, encoder_output_stride=16)`` and
+every other smp architecture build on our backbones. The encoder is built already dilated (our ShuffleNetV1
+average-pool shortcuts included); smp's ``make_dilated`` only checks. smp downloads weights only from the
+Hugging Face hub, so local weights come in through :func:`load_encoder_weights`. All smp knowledge of the
+project lives here (DESIGN.md §5).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
+from torch import Tensor, nn
+
+from .base import Backbone, check_in_chans
+from .dilation import OUTPUT_STRIDES
+from .mobilenetv2 import MobileNetV2
+from .registry import get_spec, list_backbones
+from .shufflenetv1 import ShuffleNetV1
+from .weights import adapt_input_conv, load_pretrained
+
+__all__ = ["SmpMobileNetV2", "SmpShuffleNetV1", "load_encoder_weights"]
+
+
+class SmpEncoder:
+    """Mixin giving a :class:`~backbones.base.Backbone` smp's encoder interface.
+
+    ``forward(x)`` returns ``[x, f2, f4, f8, f16, f32][: depth + 1]``, each ``(N, C, H / s, W / s)``; stages
+    deeper than ``depth`` are not built. ``out_channels`` and ``output_stride`` are what smp decoders read.
+    """
+
+    _is_torch_scriptable = True
+    _is_torch_exportable = True
+    _is_torch_compilable = True
+    __jit_unused_properties__ = [*Backbone.__jit_unused_properties__, "out_channels"]
+    # Indices into ``feature_info`` of the stage outputs at strides 2, 4, 8, 16, 32 (before dilation).
+    stage_taps: tuple[int, ...] = ()
+
+    def __init__(self, *, depth: int = 5, output_stride: int = 32, name: str = "", **kwargs: Any) -> None:
+        if not isinstance(depth, int) or not 1 <= depth <= len(self.stage_taps):
+            raise ValueError(f"depth must be an int in [1, {len(self.stage_taps)}], got {depth!r}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {list(OUTPUT_STRIDES)}, got {output_stride!r}")
+        # Dilation only matters for stages that are built: below 2**depth the plain network is the same.
+        super().__init__(**kwargs, out_indices=self.stage_taps[:depth],
+                         output_stride=output_stride if output_stride < 2 ** depth else 32)
+        assert self.strides == [min(2 ** (i + 1), output_stride) for i in range(depth)], self.strides
+        self.name, self.depth, self.preprocessing = name, depth, None
+        self.output_stride = min(output_stride, 2 ** depth)
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of ``forward``'s maps, the input included."""
+        return [self.in_chans, *self.channels]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        taps = self.forward_taps(x)
+        return [x] + [taps[i] for i in self.out_indices]
+
+    def set_in_channels(self, in_channels: int, pretrained: bool = True) -> None:
+        """smp's hook for ``in_channels``: rebuild the stem conv (RGB weights adapted when ``pretrained``)."""
+        check_in_chans(in_channels)
+        if in_channels == self.in_chans:
+            return
+        old = self.stem.conv
+        new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
+                        bias=False)
+        if pretrained and self.in_chans == 3:
+            with torch.no_grad():
+                new.weight.copy_(adapt_input_conv(old.weight, in_channels))
+        self.stem.conv, self.in_chans = new, in_channels
+
+    def make_dilated(self, output_stride: int) -> None:
+        """smp's dilation hook: the encoder was built at ``output_stride`` already, so this only checks."""
+        if min(output_stride, 2 ** self.depth) != self.output_stride:
+            raise ValueError(f"{self.name or type(self).__name__} was built with output stride "
+                             f"{self.output_stride}; pass output_stride={output_stride} when building it")
+
+
+class SmpMobileNetV2(SmpEncoder, MobileNetV2):
+    """MobileNetV2 encoder for smp: the stage outputs 16@2, 24@4, 32@8, 96@16, 320@32 (width 1.0)."""
+
+    stage_taps = (0, 1, 2, 3, 5)
+
+
+class SmpShuffleNetV1(SmpEncoder, ShuffleNetV1):
+    """ShuffleNetV1 encoder for smp: ``stem``@2, ``maxpool``@4, stages 2..4 @8/16/32."""
+
+    stage_taps = (0, 1, 2, 3, 4)
+
+
+SMP_CLASSES: dict[type[Backbone], type[SmpEncoder]] = {MobileNetV2: SmpMobileNetV2, ShuffleNetV1: SmpShuffleNetV1}
+
+
+def load_encoder_weights(model: nn.Module, source: bool | str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
+    """Load ImageNet weights into the encoder of an smp model built with ``encoder_weights=None``.
+
+    Args:
+        model: an smp model (``model.encoder`` is used) or one of our smp encoders.
+        source: a file path, URL, state dict or named source, in any layout :mod:`backbones.weights` reads;
+            the stem is adapted to the model's ``in_channels``.
+
+    Returns:
+        ``model``; the encoder's ``preprocessing`` says how to normalise its inputs.
+    """
+    encoder = getattr(model, "encoder", model)
+    if not isinstance(encoder, SmpEncoder):
+        raise ValueError(f"expected an smp model whose encoder is one of {list_backbones()[:2]}..., got encoder "
+                         f"{type(encoder).__name__}; for 'tu-' encoders pass encoder_weights=True with "
+                         "pretrained_cfg_overlay=dict(file=path) instead")
+    load_pretrained(encoder, source)
+    return model
+
+
+def _register() -> None:
+    """Add every backbone to smp's encoder table once; a name smp already owns is an error, never replaced."""
+    for name in list_backbones():
+        spec = get_spec(name)
+        entry = SMP_ENCODERS.get(name)
+        if entry is not None:
+            if entry["encoder"].__module__ != __name__:
+                raise RuntimeError(f"smp already has an encoder named {name!r}; refusing to overwrite it")
+            continue
+        # smp fetches weights only from the HF hub: none are declared; see load_encoder_weights.
+        SMP_ENCODERS[name] = {"encoder": SMP_CLASSES[spec.cls], "pretrained_settings": {},
+                              "params": {**spec.kwargs, "name": name}}
+
+
+_register()
