@@ -111,7 +111,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of {args.batch_size}")
         self.loader = DataLoader(self.train_set, batch_size=self.batch, sampler=self.sampler, drop_last=True,
-                                 num_workers=args.workers, collate_fn=collate, pin_memory=info.device.type == "cuda")
+                                 num_workers=args.workers, collate_fn=collate, pin_memory=info.device.type == "cuda",
+                                 generator=torch.Generator())  # keeps the global RNG untouched: exact resume
         self.val_loader = eval_loader(self.val_set, batch_size=max(self.batch, 8), workers=args.workers, info=info)
 
     def state(self) -> dict:
@@ -212,6 +213,7 @@ class Trainer:
 def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
     info = engine.setup_distributed(args.device)
+    engine.set_cpu_threads(info, workers=args.workers)
     logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, stream=sys.stdout,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
