@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,24 +19,7 @@ from PIL import Image
 from tasks.det_data import read_image
 from tasks.det_eval import load_detector
 from tasks.det_visualize import draw_detections
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files among ``inputs`` and inside the directories among them (sorted)."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise ValueError(f"{item}: no such image file or directory")
-    if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {[str(i) for i in inputs]}")
-    return found
-
+from tasks.seg_predict import list_images  # shared image-listing helper (belongs in the engine)
 
 @torch.no_grad()
 def predict(model: nn.Module, image: torch.Tensor, *, min_score: float) -> dict[str, torch.Tensor]:
@@ -63,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     names = config["class_names"]
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
-    for path in find_images(args.images):
+    for path in list_images(args.images):
         image = read_image(path)
         det = predict(model, image, min_score=args.score_thresh)
         results[str(path)] = [
