@@ -23,7 +23,7 @@ from heads import create_detector
 from tasks.det_data import VOCDetection, collate
 from tasks.det_metrics import VOCAccumulator, coco_map_metric, coco_targets
 from tasks.det_transforms import eval_transforms
-from tasks.engine import DistInfo, cleanup_distributed, load_checkpoint, progress, setup_distributed
+from tasks.engine import DistInfo, cleanup_distributed, eval_shard, load_checkpoint, progress, setup_distributed
 
 
 def detector_config(*, backbone: str, class_names: Sequence[str], size: int) -> dict:
@@ -46,7 +46,7 @@ def load_detector(path: str | Path, *, device: torch.device | str = "cpu", **det
 
 def eval_loader(dataset: Dataset, *, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
     """Every process gets a disjoint, unpadded shard (padding would count images twice)."""
-    shard = list(range(info.rank, len(dataset), info.world_size))
+    shard = eval_shard(len(dataset), info.rank, info.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers, collate_fn=collate)
 
 

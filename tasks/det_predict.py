@@ -19,7 +19,7 @@ from PIL import Image
 from tasks.det_data import read_image
 from tasks.det_eval import load_detector
 from tasks.det_visualize import draw_detections
-from tasks.seg_predict import list_images  # shared image-listing helper (belongs in the engine)
+from tasks.engine import list_images
 
 @torch.no_grad()
 def predict(model: nn.Module, image: torch.Tensor, *, min_score: float) -> dict[str, torch.Tensor]:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from heads import create_detector
@@ -34,19 +32,6 @@ from tasks.det_transforms import eval_transforms, train_transforms
 from tasks.det_visualize import save_predictions
 
 log = logging.getLogger("tasks.det_train")
-
-
-def cosine_scheduler(optimizer: torch.optim.Optimizer, *, total_iters: int, warmup_iters: int) -> LambdaLR:
-    """Linear warmup over ``warmup_iters`` then cosine decay to 0 at ``total_iters``; step every iteration."""
-    if not 0 <= warmup_iters < total_iters:
-        raise ValueError(f"warmup must be shorter than training: warmup {warmup_iters}, total {total_iters} iters")
-
-    def factor(it: int) -> float:
-        if it < warmup_iters:
-            return (it + 1) / warmup_iters
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (it - warmup_iters) / (total_iters - warmup_iters))))
-
-    return LambdaLR(optimizer, factor)
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
@@ -89,7 +74,7 @@ class Trainer:
         total = self.steps_per_epoch * args.epochs
         warmup = min(round(args.warmup_epochs * self.steps_per_epoch), total - 1)
         self.optimizer = build_optimizer(self.model, args)
-        self.scheduler = cosine_scheduler(self.optimizer, total_iters=total, warmup_iters=warmup)
+        self.scheduler = engine.cosine_scheduler(self.optimizer, total_iters=total, warmup_iters=warmup)
         self.checkpoints = engine.CheckpointManager(args.out, mode="max")
         self.metrics = engine.MetricsLog(args.out, enabled=info.is_main, tensorboard=args.tensorboard)
         self.iteration, self.epoch = 0, 0

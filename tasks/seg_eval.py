@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .engine import (DistInfo, Precision, cleanup_distributed, progress, save_panels, set_cpu_threads,
+from .engine import (DistInfo, Precision, cleanup_distributed, eval_shard, progress, save_panels, set_cpu_threads,
                      setup_distributed)
 from .seg_metrics import ConfusionMatrix, SegScores
 from .seg_model import inference_transform, load_model
@@ -29,7 +29,8 @@ __all__ = ["eval_loader", "evaluate", "predict", "save_overlays", "main"]
 
 def eval_loader(dataset: VOCSegmentation, dist: DistInfo, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
     """This rank's disjoint share of ``dataset`` (no padding duplicates, so summed counts are exact)."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=range(dist.rank, len(dataset), dist.world_size),
+    shard = eval_shard(len(dataset), dist.rank, dist.world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=shard,
                       num_workers=workers, persistent_workers=workers > 0, collate_fn=pad_collate,
                       pin_memory=dist.device.type == "cuda")
 

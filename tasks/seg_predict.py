@@ -14,30 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .engine import Precision, progress, set_cpu_threads, setup_distributed
+from .engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
 from .seg_eval import predict
 from .seg_model import inference_transform, load_model
 from .seg_voc import read_image, voc_palette
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "write_mask", "main"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def list_images(inputs: list[str]) -> list[Path]:
-    """Image files named directly or found (non-recursively, sorted) in the given folders."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise FileNotFoundError(f"input not found: {item}")
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {inputs}")
-    return files
-
+__all__ = ["write_mask", "main"]
 
 def write_mask(labels: np.ndarray, path: str | Path) -> Path:
     """Save ``(H, W)`` class indices as a VOC palette PNG."""

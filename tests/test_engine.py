@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -69,6 +70,25 @@ def test_poly_schedule_matches_formula():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.01 * (1 - i / 10) ** 0.9 for i in range(10)])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = engine.cosine_scheduler(opt, total_iters=10, warmup_iters=2)
+    lrs = []
+    for _ in range(11):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(9)]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError, match="warmup must be shorter than training"):
+        engine.cosine_scheduler(opt, total_iters=5, warmup_iters=5)
+
+
+def test_eval_shards_are_disjoint_and_complete():
+    shards = [engine.eval_shard(10, rank, 3) for rank in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(10))
 
 
 class _Net(nn.Module):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.seg_predict import list_images
+from tasks.engine import list_images
 from tasks.seg_transforms import eval_transform, pad_collate, train_transform
 from tasks.seg_voc import IGNORE_INDEX, VOCSegmentation, read_label, voc_palette
 

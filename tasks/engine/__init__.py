@@ -27,15 +27,16 @@ from .amp import Precision
 from .checkpoint import CheckpointManager, atomic_save, load_checkpoint
 from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup_distributed, set_cpu_threads,
                           setup_distributed)
+from .files import IMAGE_SUFFIXES, list_images
 from .metrics_log import MetricsLog, progress, read_metrics
-from .optim import param_groups, poly_lr_scheduler
+from .optim import cosine_scheduler, param_groups, poly_lr_scheduler
 from .plots import plot_curves, save_panels
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
-from .sampler import SeededShardSampler
+from .sampler import SeededShardSampler, eval_shard
 from .state import restore_training_state, training_state, unwrap
 
 __all__ = [
-    "CheckpointManager", "DistInfo", "MetricsLog", "Precision", "SeededShardSampler", "all_reduce_sum",
+    "CheckpointManager", "DistInfo", "IMAGE_SUFFIXES", "cosine_scheduler", "eval_shard", "list_images", "MetricsLog", "Precision", "SeededShardSampler", "all_reduce_sum",
     "atomic_save", "barrier", "broadcast_object", "capture_rng_state", "cleanup_distributed", "derive_seed",
     "load_checkpoint", "param_groups", "plot_curves", "poly_lr_scheduler", "progress", "read_metrics",
     "restore_rng_state", "restore_training_state", "save_panels", "seed_everything", "set_cpu_threads",

@@ -1,11 +1,12 @@
-"""SGD parameter groups with a backbone learning-rate multiplier, and the poly schedule.
+"""SGD parameter groups with a backbone learning-rate multiplier, and per-iteration LR schedules.
 
-DeepLab (Chen et al. 2017, §4.1) trains with ``lr = base_lr * (1 - iter / max_iter) ** power``, power 0.9,
-stepped once per iteration.
+DeepLab (Chen et al. 2017, §4.1) trains with ``lr = base_lr * (1 - iter / max_iter) ** power``, power 0.9;
+SSD-style detectors with linear warmup then cosine decay (Loshchilov & Hutter 2017). Both step every iteration.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -72,5 +73,18 @@ def poly_lr_scheduler(optimizer: torch.optim.Optimizer, *, total_iters: int, pow
     def factor(it: int) -> float:
         decay = max(0.0, 1.0 - it / total_iters) ** power
         return decay * min(1.0, (it + 1) / warmup_iters) if warmup_iters else decay
+
+    return LambdaLR(optimizer, factor)
+
+
+def cosine_scheduler(optimizer: torch.optim.Optimizer, *, total_iters: int, warmup_iters: int) -> LambdaLR:
+    """Linear warmup over ``warmup_iters`` then cosine decay to 0 at ``total_iters``; step every iteration."""
+    if not 0 <= warmup_iters < total_iters:
+        raise ValueError(f"warmup must be shorter than training: warmup {warmup_iters}, total {total_iters} iters")
+
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return (it + 1) / warmup_iters
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (it - warmup_iters) / (total_iters - warmup_iters))))
 
     return LambdaLR(optimizer, factor)

@@ -64,3 +64,8 @@ class SeededShardSampler(Sampler[tuple[int, int]]):
         order = (order * -(-total // len(order)))[:total]
         for pos in range(self.rank + self.skip * self.world_size, total, self.world_size):
             yield order[pos], derive_seed(self.seed, self.epoch, pos)
+
+
+def eval_shard(n: int, rank: int, world_size: int) -> list[int]:
+    """This process's disjoint, unpadded share of ``n`` evaluation samples (padding would count some twice)."""
+    return list(range(rank, n, world_size))
