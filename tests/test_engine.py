@@ -61,29 +61,29 @@ def test_checkpoint_manager_keeps_best_and_restores_it(tmp_path):
     assert fresh.best == 0.5 and not fresh.is_better(0.4)
 
 
-def test_poly_schedule_matches_formula():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.01)
-    sched = engine.poly_lr_scheduler(opt, total_iters=10, power=0.9)
-    lrs = []
-    for _ in range(10):
+def _lrs(make_scheduler, lr: float, steps: int) -> list[float]:
+    """The learning rate seen at each of ``steps`` iterations of a fresh SGD under ``make_scheduler``."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched, lrs = make_scheduler(opt), []
+    for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_poly_schedule_matches_formula():
+    lrs = _lrs(lambda opt: engine.poly_lr_scheduler(opt, total_iters=10, power=0.9), 0.01, 10)
     assert lrs == pytest.approx([0.01 * (1 - i / 10) ** 0.9 for i in range(10)])
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = engine.cosine_scheduler(opt, total_iters=10, warmup_iters=2)
-    lrs = []
-    for _ in range(11):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = _lrs(lambda opt: engine.cosine_scheduler(opt, total_iters=10, warmup_iters=2), 0.1, 11)
     expected = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(9)]
     assert lrs == pytest.approx(expected)
     with pytest.raises(ValueError, match="warmup must be shorter than training"):
-        engine.cosine_scheduler(opt, total_iters=5, warmup_iters=5)
+        engine.cosine_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), total_iters=5,
+                                warmup_iters=5)
 
 
 def test_eval_shards_are_disjoint_and_complete():
