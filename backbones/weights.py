@@ -55,6 +55,10 @@ WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("backbone.", "encoder.", "model.", "base_net.")
 
 
+class DownloadError(RuntimeError):
+    """A named source, URL or hub file could not be fetched (offline, or not found there)."""
+
+
 def _download(location: str) -> Path:
     """Fetch a URL (torch.hub cache) or an ``hf-hub:`` file; offline gives one clear RuntimeError."""
     try:
@@ -69,7 +73,7 @@ def _download(location: str) -> Path:
             torch.hub.download_url_to_file(location, str(path), progress=False)
         return path
     except Exception as e:  # urllib, requests and hub errors alike: say what to do instead
-        raise RuntimeError(
+        raise DownloadError(
             f"could not download {location} ({type(e).__name__}: {str(e)[:200]}). If this machine is offline, "
             f"download the file elsewhere and pass its local path instead") from None
 

@@ -24,6 +24,7 @@ from tasks.det_data import VOCDetection, collate
 from tasks.det_metrics import VOCAccumulator, coco_map_metric, coco_targets
 from tasks.det_transforms import eval_transforms
 from tasks.engine import DistInfo, cleanup_distributed, eval_shard, load_checkpoint, progress, setup_distributed
+from tasks.engine.cli import run
 
 
 def detector_config(*, backbone: str, class_names: Sequence[str], size: int) -> dict:
@@ -123,4 +124,4 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.det_eval")

@@ -20,6 +20,7 @@ from tasks.det_data import read_image
 from tasks.det_eval import load_detector
 from tasks.det_visualize import draw_detections
 from tasks.engine import list_images
+from tasks.engine.cli import run
 
 @torch.no_grad()
 def predict(model: nn.Module, image: torch.Tensor, *, min_score: float) -> dict[str, torch.Tensor]:
@@ -61,4 +62,4 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.det_predict")

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from heads import create_detector
 from tasks import engine
+from tasks.engine.cli import run
 from tasks.det_config import parse_args, plain_args, pretrained_arg
 from tasks.det_data import VOCDetection, collate
 from tasks.det_eval import detector_config, eval_loader, evaluate
@@ -230,4 +231,4 @@ def write_results(trainer: Trainer, metrics: dict, *, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.det_train")

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from .engine import (DistInfo, Precision, cleanup_distributed, eval_shard, progress, save_panels, set_cpu_threads,
                      setup_distributed)
+from .engine.cli import run
 from .seg_metrics import ConfusionMatrix, SegScores
 from .seg_model import inference_transform, load_model
 from .seg_transforms import pad_collate
@@ -112,4 +113,4 @@ def main(argv: list[str] | None = None) -> SegScores:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.seg_eval")

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
+from .engine.cli import run
 from .seg_eval import predict
 from .seg_model import inference_transform, load_model
 from .seg_voc import read_image, voc_palette
@@ -67,4 +68,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.seg_predict")

@@ -24,6 +24,7 @@ from .engine import (CheckpointManager, DistInfo, MetricsLog, Precision, SeededS
                      barrier, cleanup_distributed, load_checkpoint, param_groups, plot_curves, poly_lr_scheduler,
                      progress, read_metrics, restore_training_state, seed_everything, set_cpu_threads,
                      setup_distributed, training_state, unwrap)
+from .engine.cli import run
 from .seg_config import parse_args
 from .seg_eval import eval_loader, evaluate, save_overlays
 from .seg_model import build_model, model_config, preprocessing_of
@@ -226,4 +227,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "python -m tasks.seg_train")

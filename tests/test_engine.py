@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -197,3 +199,11 @@ def test_cpu_threads_leave_cores_for_workers(monkeypatch):
             engine.set_cpu_threads(info, threads=0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_task_cli_reports_user_errors_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tasks.det_train", "--data-root", str(tmp_path / "missing"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("python -m tasks.det_train: error: ")
+    assert "missing is not a VOC directory" in proc.stderr and "Traceback" not in proc.stderr
