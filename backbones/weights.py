@@ -51,6 +51,7 @@ PRETRAINED: dict[str, dict[str, WeightSource]] = {
     "ld_mobilenetv2_050": {"timm_lamb_in1k": WeightSource("hf-hub:timm/mobilenetv2_050.lamb_in1k")},
     "ld_mobilenetv2_140": {"timm_ra_in1k": WeightSource("hf-hub:timm/mobilenetv2_140.ra_in1k")},
 }
+REMOTE_PREFIXES = ("http://", "https://", "hf-hub:")
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("backbone.", "encoder.", "model.", "base_net.")
 
@@ -84,7 +85,7 @@ def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
     Training checkpoints are unwrapped (``state_dict``, ``model``, ``state_dict_ema``); non-tensor entries dropped.
     """
     text = str(source)
-    path = _download(text) if text.startswith(("http://", "https://", "hf-hub:")) else Path(source)
+    path = _download(text) if text.startswith(REMOTE_PREFIXES) else Path(source)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path} (give a file path, an http(s) URL or a state dict)")
     try:
@@ -186,7 +187,7 @@ def load_pretrained(model: Backbone, source: bool | str | os.PathLike | Mapping[
             raise ValueError(f"no named pretrained weights for {model.name}; pass a path, URL or state dict")
         key = next(iter(named)) if source is True else source
         source, preprocessing = named[key].location, named[key].preprocessing
-    elif isinstance(source, str) and not os.path.exists(source) and "://" not in source and named:
+    elif isinstance(source, str) and not os.path.exists(source) and not source.startswith(REMOTE_PREFIXES) and named:
         raise ValueError(f"{source!r} is neither a file nor a named source of {model.name} ({list(named)})")
     state_dict = unwrap(source) if isinstance(source, Mapping) else read_checkpoint(source)
     layout, converted = _convert(model, state_dict, keep_classifier=False)

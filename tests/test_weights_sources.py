@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import randomize_bn
+from safetensors.torch import save_file
 from torch import nn
 
 from backbones import create_backbone
@@ -117,3 +118,18 @@ def test_named_sources_fail_offline_clearly(source: str, monkeypatch, tmp_path) 
             create_backbone("ld_mobilenetv2_100", pretrained=source)
     finally:
         torch.hub.set_dir(old)
+
+
+def test_hf_hub_id_downloads_through_the_hub(monkeypatch, tmp_path) -> None:
+    state = create_backbone("ld_mobilenetv2_100").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
+    asked = []
+
+    def fake_download(repo_id: str, filename: str) -> str:
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    model = create_backbone("ld_mobilenetv2_100", pretrained="hf-hub:someone/mobilenetv2_100.finetuned")
+    assert asked == [("someone/mobilenetv2_100.finetuned", "model.safetensors")]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
