@@ -100,11 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pretrained_arg(text: str) -> bool | str:
-    """``--pretrained-backbone`` as ``backbones.create_backbone(pretrained=...)`` takes it."""
-    return {"none": False, "default": True}.get(text.lower(), text)
-
-
 def plain_args(args: argparse.Namespace) -> dict:
     """The configuration as plain types, for checkpoints (``weights_only`` loading) and the metrics log."""
     def convert(value: object) -> object:

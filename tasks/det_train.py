@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 from heads import create_detector
 from tasks import engine
-from tasks.engine.cli import run
-from tasks.det_config import parse_args, plain_args, pretrained_arg
+from tasks.engine.cli import pretrained_arg, run
+from tasks.det_config import parse_args, plain_args
 from tasks.det_data import VOCDetection, collate
 from tasks.det_eval import detector_config, eval_loader, evaluate
 from tasks.det_synthetic import make_synthetic_voc

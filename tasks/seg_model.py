@@ -15,6 +15,7 @@ from backbones.weights import IMAGENET, Preprocessing
 from heads import create_segmenter
 
 from .engine import load_checkpoint
+from .engine.cli import pretrained_arg
 from .seg_transforms import SegTransform, eval_transform
 
 __all__ = ["model_config", "build_model", "load_model", "preprocessing_of", "inference_transform"]
@@ -26,16 +27,10 @@ def model_config(args) -> dict:
             "head_channels": args.head_channels, "separable": bool(args.separable)}
 
 
-def _pretrained(value: str | None) -> bool | str:
-    if value in (None, "none"):
-        return False
-    return True if value == "default" else value
-
-
 def build_model(config: dict, *, pretrained: str | None = None, freeze_bn: bool = False) -> nn.Module:
     """DeepLabV3+ per ``config`` (see :func:`model_config`); ``pretrained`` as ``--pretrained`` takes it."""
     return create_segmenter(config["backbone"], config["num_classes"], output_stride=config["output_stride"],
-                            pretrained_backbone=_pretrained(pretrained), norm_eval=freeze_bn,
+                            pretrained_backbone=pretrained_arg(pretrained), norm_eval=freeze_bn,
                             aspp_channels=config["head_channels"], decoder_channels=config["head_channels"],
                             separable=config["separable"])
 

@@ -207,3 +207,10 @@ def test_task_cli_reports_user_errors_in_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("python -m tasks.det_train: error: ")
     assert "missing is not a VOC directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pretrained_words_map_to_create_backbone_values():
+    from tasks.engine.cli import pretrained_arg
+
+    assert [pretrained_arg(v) for v in (None, "none", "NONE", "default", "torchvision_v1", "w.pth")] == \
+        [False, False, False, True, "torchvision_v1", "w.pth"]

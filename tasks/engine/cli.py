@@ -1,4 +1,5 @@
-"""Entry-point wrapper for the task commands: user errors end in one line, not a traceback."""
+"""Shared command-line pieces of the task commands: the ``--pretrained`` words, and an entry-point wrapper that
+ends user errors in one line, not a traceback."""
 from __future__ import annotations
 
 import sys
@@ -16,3 +17,12 @@ def run(main: Callable[[], object], prog: str) -> None:
         main()
     except (ValueError, FileNotFoundError, DownloadError) as e:
         sys.exit(f"{prog}: error: {e}")
+
+
+def pretrained_arg(text: str | None) -> bool | str:
+    """A ``--pretrained`` value as ``backbones.create_backbone(pretrained=...)`` takes it: ``none`` (or no value)
+    gives ``False``, ``default`` the backbone's default named weights, anything else (a named source, path or URL)
+    passes through."""
+    if text is None:
+        return False
+    return {"none": False, "default": True}.get(text.lower(), text)
