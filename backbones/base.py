@@ -7,7 +7,7 @@ only ``channels`` and ``strides`` (in the spirit of detectron2's ``ShapeSpec`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

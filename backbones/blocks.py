@@ -1,7 +1,7 @@
 """Building blocks shared by the backbones: conv-BN-act, MobileNetV2's inverted residual, ShuffleNet's unit."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,7 @@ checkpoint serves output strides 8, 16 and 32.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 OUTPUT_STRIDES = (8, 16, 32)
 

@@ -5,7 +5,7 @@ from the full architecture, so a checkpoint also loads into a backbone truncated
 """
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from torch import Tensor
 

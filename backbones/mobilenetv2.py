@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al., 2018) as a multi-scale feature extractor, classifier removed."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

@@ -1,7 +1,7 @@
 """ShuffleNetV1 (Zhang et al., 2018) as a multi-scale feature extractor, laid out as the official megvii release."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

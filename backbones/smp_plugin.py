@@ -10,7 +10,8 @@ project lives here (DESIGN.md §5).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS

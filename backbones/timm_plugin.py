@@ -11,7 +11,8 @@ No ``from __future__ import annotations`` here: torch.fx copies ``forward``'s an
 generates, and TorchScript must resolve them (timm's FX + TorchScript feature path).
 """
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import torch
 from timm.layers import create_classifier, register_notrace_function

@@ -16,7 +16,7 @@ counterpart here; dropout does not change evaluation logits.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import Tensor
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,7 +172,8 @@ def select_taps(backbone_name: str, *, output_stride: int, **backbone_kwargs: An
 
 
 def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int = 16,
-                     pretrained_backbone: bool | str | os.PathLike | Mapping[str, Tensor] = False, out_indices: Sequence[int] | None = None,
+                     pretrained_backbone: bool | str | os.PathLike | Mapping[str, Tensor] = False,
+                     out_indices: Sequence[int] | None = None,
                      **kwargs: Any) -> Segmenter:
     """Build a DeepLabV3+ :class:`Segmenter` on a registered backbone.
 

@@ -8,7 +8,8 @@ supplies what is SSDLite about it: the backbone's two detection taps, extra laye
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

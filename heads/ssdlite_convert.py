@@ -22,7 +22,8 @@ predictor does neither.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from torch import Tensor
 

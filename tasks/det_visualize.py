@@ -26,8 +26,8 @@ def draw_detections(
         return image
     boxes, labels = detections["boxes"][keep].float(), detections["labels"][keep].tolist()
     scores = detections["scores"][keep].tolist() if "scores" in detections else [None] * len(labels)
-    text = [class_names[l - 1] + ("" if s is None else f" {s:.2f}") for l, s in zip(labels, scores)]
-    colors = [_color(l) for l in labels]
+    text = [class_names[c - 1] + ("" if s is None else f" {s:.2f}") for c, s in zip(labels, scores)]
+    colors = [_color(c) for c in labels]
     width = max(1, round(max(image.shape[-2:]) / 200))
     return draw_bounding_boxes(image, boxes, labels=text, colors=colors, width=width)
 

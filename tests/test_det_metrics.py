@@ -70,8 +70,8 @@ def _devkit_ap(preds: list[dict], targets: list[dict], label: int) -> tuple[floa
                   "taken": [False] * int(keep.sum())}
     npos = sum(int((~g["difficult"]).sum()) for g in gts.values())
     dets = [(float(s), i, b) for i, p in enumerate(preds)
-            for b, s, l in zip(p["boxes"].double().numpy(), p["scores"].double().numpy(), p["labels"].numpy())
-            if l == label]
+            for b, s, c in zip(p["boxes"].double().numpy(), p["scores"].double().numpy(), p["labels"].numpy())
+            if c == label]
     dets.sort(key=lambda d: -d[0])
     tp, fp = [], []
     for _, i, box in dets:

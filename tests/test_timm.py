@@ -6,7 +6,6 @@ import math
 import pytest
 import timm
 import torch
-import torchvision
 
 from backbones import create_backbone, list_backbones
 

@@ -36,10 +36,9 @@ from .sampler import SeededShardSampler, eval_shard
 from .state import restore_training_state, training_state, unwrap
 
 __all__ = [
-    "CheckpointManager", "DistInfo", "IMAGE_SUFFIXES", "cosine_scheduler", "eval_shard", "list_images", "MetricsLog", "Precision", "SeededShardSampler", "all_reduce_sum",
-    "atomic_save", "barrier", "broadcast_object", "capture_rng_state", "cleanup_distributed", "derive_seed",
-    "load_checkpoint", "param_groups", "plot_curves", "poly_lr_scheduler", "progress", "read_metrics",
-    "restore_rng_state", "restore_training_state", "save_panels", "seed_everything", "set_cpu_threads",
-    "setup_distributed",
-    "training_state", "unwrap",
+    "all_reduce_sum", "atomic_save", "barrier", "broadcast_object", "capture_rng_state", "CheckpointManager",
+    "cleanup_distributed", "cosine_scheduler", "derive_seed", "DistInfo", "eval_shard", "IMAGE_SUFFIXES",
+    "list_images", "load_checkpoint", "MetricsLog", "param_groups", "plot_curves", "poly_lr_scheduler", "Precision",
+    "progress", "read_metrics", "restore_rng_state", "restore_training_state", "save_panels", "seed_everything",
+    "SeededShardSampler", "set_cpu_threads", "setup_distributed", "training_state", "unwrap",
 ]

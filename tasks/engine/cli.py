@@ -3,7 +3,7 @@ ends user errors in one line, not a traceback."""
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from backbones.weights import DownloadError
 
