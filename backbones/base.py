@@ -6,8 +6,11 @@ only ``channels`` and ``strides`` (in the spirit of detectron2's ``ShapeSpec`` a
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -130,3 +133,39 @@ def check_in_chans(in_chans: int) -> None:
     """``in_chans`` is the number of input image channels (3 for RGB)."""
     if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
         raise ValueError(f"in_chans must be a positive int (3 for RGB), got {in_chans!r}")
+
+
+def keyword_names(*funcs: Callable) -> set[str]:
+    """Names of the parameters of ``funcs`` that can be passed by keyword (``self``, ``*args``, ``**kw`` excluded)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name for f in funcs for name, p in inspect.signature(f).parameters.items()
+            if p.kind in kinds and name != "self"}
+
+
+def check_keywords(where: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Refuse keywords of ``given`` that are not in ``valid``, as Python does, but naming the closest valid one.
+
+    Factories that forward ``**kwargs`` (to a backbone class, a head, torchvision's ``SSD``) would otherwise accept a
+    typo such as ``pretrained=`` for ``pretrained_backbone=`` silently.
+    """
+    valid = sorted(set(valid))
+    for name in given:
+        if name in valid:
+            continue
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        close = close or [v for v in valid if name in v or v in name][:1]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}; valid keywords: "
+                        f"{', '.join(valid)}")
+
+
+def strict_keywords(func: Callable) -> Callable:
+    """Decorate a function of fixed signature so an unknown keyword raises :func:`check_keywords`' TypeError."""
+    valid = keyword_names(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        check_keywords(func.__name__, kwargs, valid)
+        return func(*args, **kwargs)
+
+    return wrapper

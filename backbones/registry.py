@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from .base import Backbone
+from .base import Backbone, check_keywords, keyword_names
 from .mobilenetv2 import MobileNetV2
 from .shufflenetv1 import GROUPS, WIDTHS, ShuffleNetV1
 from .weights import load_pretrained
@@ -47,6 +47,11 @@ def get_spec(name: str) -> BackboneSpec:
     return _SPECS[name]
 
 
+def backbone_keywords(name: str) -> set[str]:
+    """Every keyword :func:`create_backbone` accepts for ``name`` (its own and its architecture's)."""
+    return (keyword_names(create_backbone) | keyword_names(get_spec(name).cls.__init__)) - {"name"}
+
+
 def create_backbone(name: str, *, pretrained: bool | str | Mapping[str, Tensor] = False,
                     out_indices: Sequence[int] | None = None, output_stride: int = 32, in_chans: int = 3,
                     frozen_stages: int = -1, norm_eval: bool = False, **arch_kwargs: Any) -> Backbone:
@@ -65,6 +70,7 @@ def create_backbone(name: str, *, pretrained: bool | str | Mapping[str, Tensor] 
         arch_kwargs: overrides of the architecture (e.g. ``act_layer="relu"`` for MobileNetV2).
     """
     spec = get_spec(name)
+    check_keywords("create_backbone", arch_kwargs, backbone_keywords(name))
     model = spec.cls(**{**spec.kwargs, **arch_kwargs}, out_indices=out_indices, output_stride=output_stride,
                      in_chans=in_chans, frozen_stages=frozen_stages, norm_eval=norm_eval)
     model.name = name

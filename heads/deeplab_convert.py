@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from backbones.base import strict_keywords
 from backbones.weights import Preprocessing, convert_state_dict, read_checkpoint, unwrap
 
 from .deeplabv3plus import Segmenter, create_segmenter
@@ -94,11 +95,13 @@ def convert_deeplab_state_dict(model: Segmenter, state_dict: Mapping[str, Tensor
     return {**{f"backbone.{k}": v for k, v in backbone.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 
+@strict_keywords
 def create_published_segmenter(num_classes: int = 21, *, output_stride: int = 16) -> Segmenter:
     """Our model configured like the published one (MobileNetV2 1.0, stride-4 24ch and 320ch taps)."""
     return create_segmenter(PUBLISHED_BACKBONE, num_classes, output_stride=output_stride, **PUBLISHED_HEAD_KWARGS)
 
 
+@strict_keywords
 def load_published_deeplab(source: str | os.PathLike | Mapping[str, Tensor] = PUBLISHED_URL, *,
                            output_stride: int = 16) -> Segmenter:
     """Build our model and load a published-layout checkpoint into it (path, URL or state dict).

@@ -6,7 +6,6 @@ tensor, never a fixed scale factor, so any input size (513x513, 500x375, 65x97) 
 """
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbones import create_backbone
-from backbones.base import Backbone
+from backbones.base import Backbone, check_keywords, keyword_names
+from backbones.registry import backbone_keywords
 from backbones.blocks import ConvNormAct
 
 ASPP_RATES = (6, 12, 18)  # atrous rates at output stride 16; scaled by 16 / stride of the deepest map
@@ -186,7 +186,9 @@ def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int
         kwargs: keywords of :class:`DeepLabV3PlusHead` go to the head, the rest to ``create_backbone``
             (``in_chans``, ``frozen_stages``, ``norm_eval``, ``act_layer``, ...).
     """
-    head_keys = set(inspect.signature(DeepLabV3PlusHead).parameters) - {"in_channels", "strides", "num_classes"}
+    head_keys = keyword_names(DeepLabV3PlusHead.__init__) - {"in_channels", "strides", "num_classes"}
+    valid = head_keys | backbone_keywords(backbone_name) - {"pretrained"} | keyword_names(create_segmenter)
+    check_keywords("create_segmenter", kwargs, valid)
     head_kwargs = {k: v for k, v in kwargs.items() if k in head_keys}
     backbone_kwargs = {k: v for k, v in kwargs.items() if k not in head_keys}
     if out_indices is None:

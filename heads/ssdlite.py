@@ -17,6 +17,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
 from backbones import Backbone, create_backbone
+from backbones.base import check_keywords, keyword_names
 from backbones.blocks import ConvNormAct
 
 from .anchors import SSDBoxGenerator
@@ -26,6 +27,9 @@ EXTRA_CHANNELS: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256
 # Aspect ratios {2, 3} on every map: 6 default boxes per location, as torchvision's ssdlite320 and the popular
 # PyTorch MobileNetV2-SSDLite use (the TF config instead reduces the first map to 3 boxes).
 ASPECT_RATIOS: tuple[int, ...] = (2, 3)
+# Matching and post-processing options of torchvision's SSD that create_detector passes through (it swallows others).
+SSD_KEYWORDS = keyword_names(SSD.__init__) - {"backbone", "anchor_generator", "size", "num_classes", "image_mean",
+                                              "image_std", "head"}
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
@@ -197,6 +201,7 @@ def create_detector(backbone_name: str, num_classes: int, *, size: int = 320,
         ssd_kwargs: ``torchvision SSD`` post-processing and matching options (``score_thresh``, ``nms_thresh``,
             ``detections_per_img``, ``topk_candidates``, ``iou_thresh``, ``positive_fraction``).
     """
+    check_keywords("create_detector", ssd_kwargs, SSD_KEYWORDS | keyword_names(create_detector))
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes counts the background too and must be an int >= 2, got {num_classes!r}")
     if not isinstance(size, int) or isinstance(size, bool) or size < 32:

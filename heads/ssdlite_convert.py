@@ -27,9 +27,10 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
+from backbones.base import check_keywords, keyword_names
 from backbones.weights import convert_state_dict, read_checkpoint, unwrap
 
-from .ssdlite import SSDLite, create_detector
+from .ssdlite import SSD_KEYWORDS, SSDLite, create_detector
 
 SIZE = 300
 # SSDSpec(feature map, shrinkage, box sizes) of the repo's SSD300 prior config, in pixels at 300 input.
@@ -114,8 +115,10 @@ def load_pytorch_ssd(source: str | os.PathLike | Mapping[str, Tensor], *, num_cl
     """Build our detector from an ``mb2-ssd-lite`` checkpoint (path, URL or state dict), in eval mode.
 
     ``num_classes`` (background included) is read from the checkpoint unless given; VOC models have 21, with
-    their label 0 ``BACKGROUND`` matching torchvision's convention.
+    their label 0 ``BACKGROUND`` matching torchvision's convention. ``kwargs``: post-processing options of
+    :func:`~heads.ssdlite.create_detector` (``score_thresh``, ``nms_thresh``, ...).
     """
+    check_keywords("load_pytorch_ssd", kwargs, SSD_KEYWORDS | keyword_names(load_pytorch_ssd))
     sd = unwrap(source) if isinstance(source, Mapping) else read_checkpoint(source)
     key = "classification_headers.0.3.weight"
     if key not in sd and f"module.{key}" not in sd:

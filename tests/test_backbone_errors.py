@@ -39,3 +39,34 @@ def test_input_too_small() -> None:
     with pytest.raises(ValueError, match="input 16x40 is too small: .*stride 32, .*at least 32"):
         create_backbone("ld_shufflenetv1_g3_100")(torch.randn(1, 3, 16, 40))
     create_backbone("ld_shufflenetv1_g3_100", output_stride=8)(torch.randn(1, 3, 16, 40))
+
+
+def _factories():
+    from heads import create_detector, create_segmenter
+    from heads.deeplab_convert import create_published_segmenter, load_published_deeplab
+    from heads.ssdlite_convert import create_pytorch_ssd_detector, load_pytorch_ssd
+
+    name = "ld_mobilenetv2_035"
+    return [
+        (lambda **kw: create_backbone(name, **kw), "pretraind", "create_backbone", "pretrained"),
+        (lambda **kw: create_backbone("ld_shufflenetv1_g3_050", **kw), "act_layer", "create_backbone", None),
+        (lambda **kw: create_segmenter(name, 5, **kw), "pretrained", "create_segmenter", "pretrained_backbone"),
+        (lambda **kw: create_segmenter(name, 5, **kw), "seperable", "create_segmenter", "separable"),
+        (lambda **kw: create_detector(name, 5, **kw), "pretrained", "create_detector", "pretrained_backbone"),
+        (lambda **kw: create_detector(name, 5, **kw), "bogus_option", "create_detector", None),
+        (lambda **kw: create_published_segmenter(5, **kw), "output_strid", "create_published_segmenter",
+         "output_stride"),
+        (lambda **kw: load_published_deeplab({}, **kw), "num_class", "load_published_deeplab", None),
+        (lambda **kw: create_pytorch_ssd_detector(5, **kw), "nms_treshold", "create_detector", "nms_thresh"),
+        (lambda **kw: load_pytorch_ssd({}, **kw), "onnx_compatble", "load_pytorch_ssd", "onnx_compatible"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_factories_refuse_unknown_keywords_naming_the_closest(index):
+    factory, keyword, where, suggestion = _factories()[index]
+    with pytest.raises(TypeError) as info:
+        factory(**{keyword: 3})
+    message = str(info.value)
+    assert message.startswith(f"{where}() got an unexpected keyword argument {keyword!r}")
+    assert (f"did you mean {suggestion!r}" in message) if suggestion else "did you mean" not in message
