@@ -123,6 +123,13 @@ def check_choice(name: str, value: object, valid: Sequence[object]) -> None:
         raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
 
 
+def check_width(width: float, examples: Sequence[float]) -> None:
+    """A width (channel) multiplier (MobileNetV1 paper §3.3) in [0.1, 4.0]; ``examples`` are the registered ones."""
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.1 <= width <= 4.0:
+        shown = ", ".join(str(w) for w in examples)
+        raise ValueError(f"width must be a number in [0.1, 4.0] (e.g. {shown}), got {width!r}")
+
+
 def check_frozen_stages(frozen_stages: int, num_stages: int) -> None:
     """``frozen_stages`` counts the stem as stage 0; -1 freezes nothing."""
     if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:

@@ -1,4 +1,5 @@
-"""Building blocks shared by the backbones: conv-BN-act, MobileNetV2's inverted residual, ShuffleNet's unit."""
+"""Building blocks shared by the backbones: conv-BN-act, MobileNetV1's depthwise-separable block, MobileNetV2's
+inverted residual, ShuffleNet's unit."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ActLayer = Callable[..., nn.Module]
+# Activations an architecture can be built with, by the name its ``act_layer`` argument takes.
+ACT_LAYERS: dict[str, type[nn.Module]] = {"relu6": nn.ReLU6, "relu": nn.ReLU}
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -30,19 +33,37 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
 class ConvNormAct(nn.Module):
     """``Conv2d(bias=False) -> BatchNorm2d -> act``; ``act_layer=None`` leaves the activation out.
 
-    Padding is ``dilation * (kernel_size // 2)``, so a stride-``s`` conv maps ``H`` to ``ceil(H / s)``.
+    ``norm=False`` gives ``Conv2d(bias=True) -> act`` instead (``bn`` is an identity), as detection heads without
+    BatchNorm are built. Padding is ``dilation * (kernel_size // 2)``, so a stride-``s`` conv maps ``H`` to
+    ``ceil(H / s)``.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, *, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, act_layer: ActLayer | None = nn.ReLU) -> None:
+                 groups: int = 1, act_layer: ActLayer | None = nn.ReLU, norm: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, dilation * (kernel_size // 2), dilation,
-                              groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
+                              groups, bias=not norm)
+        self.bn = nn.BatchNorm2d(out_chs) if norm else nn.Identity()
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNetV1 block (paper §3.1, Fig. 3 right): 3x3 depthwise conv-BN-act -> 1x1 pointwise conv-BN-act.
+
+    No skip connection. ``(N, in_chs, H, W) -> (N, out_chs, ceil(H / stride), ceil(W / stride))``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, stride: int, dilation: int = 1,
+                 act_layer: ActLayer = nn.ReLU) -> None:
+        super().__init__()
+        self.dw = ConvNormAct(in_chs, in_chs, 3, stride=stride, dilation=dilation, groups=in_chs, act_layer=act_layer)
+        self.pw = ConvNormAct(in_chs, out_chs, act_layer=act_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pw(self.dw(x))
 
 
 class InvertedResidual(nn.Module):

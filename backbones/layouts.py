@@ -10,10 +10,12 @@ from collections.abc import Iterator, Mapping
 from torch import Tensor
 
 from .base import Backbone
+from .mobilenetv1 import ARCH as MNV1_ARCH, MobileNetV1
 from .mobilenetv2 import ARCH, MobileNetV2
 from .shufflenetv1 import STAGE_REPEATS, ShuffleNetV1
 
-Pair = tuple[str, str, str]  # (our ConvNormAct, their conv, their BN)
+# (our ConvNormAct, their conv, their BN); ours is None for a module of theirs that we do not build (dropped).
+Pair = tuple[str | None, str, str]
 BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 # Keys that identify a layout, checked in order (after wrapper prefixes are removed).
 SIGNATURES: tuple[tuple[str, str], ...] = (
@@ -22,11 +24,13 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("torchvision", "features.1.conv.0.0.weight"),
     ("flat", "features.1.conv.0.weight"),
     ("megvii", "first_conv.0.weight"),
+    ("marvis", "model.1.3.weight"),
+    ("kuangliu", "layers.0.conv1.weight"),
 )
 # Classifier keys of each layout -> ours (kept only with keep_classifier).
 CLASSIFIERS: dict[str, tuple[str, ...]] = {
     "lightdense": ("classifier",), "timm": ("classifier",), "torchvision": ("classifier.1",),
-    "flat": ("classifier", "classifier.1"), "megvii": ("classifier.0",),
+    "flat": ("classifier", "classifier.1"), "megvii": ("classifier.0",), "marvis": ("fc",), "kuangliu": ("linear",),
 }
 
 
@@ -77,7 +81,36 @@ def _shufflenetv1_pairs(layout: str) -> list[Pair]:
     return pairs
 
 
-FAMILIES = {MobileNetV2: ("lightdense", "torchvision", "flat", "timm"), ShuffleNetV1: ("lightdense", "megvii")}
+def _mobilenetv1_pairs(layout: str) -> list[Pair]:
+    """Conv-BN pairs of MobileNetV1: the stem, then per block (paper Table 1 order) depthwise and pointwise.
+
+    marvis (the port pytorch-ssd uses): ``model.0`` stem, ``model.N.{0,1,3,4}`` blocks. kuangliu (the CIFAR
+    tutorial port): ``conv1``/``bn1`` stem (stride 1 there), ``layers.N.conv1/bn1/conv2/bn2``. timm's
+    ``mobilenetv1_100h`` adds a 1x1 ``conv_head`` after the last block: it lies past every tap and is dropped.
+    """
+    stem = {"lightdense": ("stem.conv", "stem.bn"), "timm": ("conv_stem", "bn1"), "marvis": ("model.0.0", "model.0.1"),
+            "kuangliu": ("conv1", "bn1")}[layout]
+    pairs: list[Pair] = [("stem", *stem)]
+    for n, s, b in _blocks([row[1] for row in MNV1_ARCH]):
+        ours, t = f"stages.{s}.{b}", f"blocks.{s}.{b}"
+        theirs = {
+            "lightdense": [(f"{ours}.dw.conv", f"{ours}.dw.bn"), (f"{ours}.pw.conv", f"{ours}.pw.bn")],
+            "timm": [(f"{t}.conv_dw", f"{t}.bn1"), (f"{t}.conv_pw", f"{t}.bn2")],
+            "marvis": [(f"model.{n + 1}.0", f"model.{n + 1}.1"), (f"model.{n + 1}.3", f"model.{n + 1}.4")],
+            "kuangliu": [(f"layers.{n}.conv1", f"layers.{n}.bn1"), (f"layers.{n}.conv2", f"layers.{n}.bn2")],
+        }[layout]
+        pairs += [(f"{ours}.{part}", conv, bn) for part, (conv, bn) in zip(("dw", "pw"), theirs)]
+    if layout == "timm":
+        pairs.append((None, "conv_head", "bn2"))
+    return pairs
+
+
+# Per family: the layouts it can load and their conv-BN tables.
+FAMILIES = {
+    MobileNetV1: (("lightdense", "timm", "marvis", "kuangliu"), _mobilenetv1_pairs),
+    MobileNetV2: (("lightdense", "torchvision", "flat", "timm"), _mobilenetv2_pairs),
+    ShuffleNetV1: (("lightdense", "megvii"), _shufflenetv1_pairs),
+}
 
 
 def detect_layout(state_dict: Mapping[str, Tensor]) -> str | None:
@@ -88,18 +121,28 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str | None:
 def layout_pairs(model: Backbone, layout: str) -> list[Pair]:
     """The conv-BN table of ``layout`` for ``model``'s family; ValueError if the family has no such layout."""
     family = next((cls for cls in FAMILIES if isinstance(model, cls)), None)
-    if family is None or layout not in FAMILIES[family]:
-        valid = FAMILIES.get(family, ())
+    valid, pairs = FAMILIES.get(family, ((), None))
+    if layout not in valid:
         raise ValueError(f"a {layout!r} checkpoint cannot load into {type(model).__name__}; "
                          f"layouts it understands: {list(valid)}")
-    return _mobilenetv2_pairs(layout) if family is MobileNetV2 else _shufflenetv1_pairs(layout)
+    return pairs(layout)
 
 
 def rename(state_dict: Mapping[str, Tensor], pairs: list[Pair], layout: str,
            keep_classifier: bool) -> tuple[dict[str, Tensor], set[str]]:
-    """Rename via ``pairs``; return the renamed dict and the keys of theirs that nothing consumed."""
+    """Rename via ``pairs``; return the renamed dict and the keys of theirs that nothing consumed.
+
+    Modules of theirs that we do not build are dropped; with ``keep_classifier`` they are an error, since the
+    classifier after them would then read other features than it was trained on.
+    """
     out: dict[str, Tensor] = {}
     for ours, conv, bn in pairs:
+        if ours is None:
+            if keep_classifier and f"{conv}.weight" in state_dict:
+                raise ValueError(f"the checkpoint has a {conv!r} module between the last tap and its classifier that "
+                                 "this architecture does not have: its features load (backbones.create_backbone), "
+                                 "its classifier cannot")
+            continue
         if f"{conv}.weight" in state_dict:
             out[f"{ours}.conv.weight"] = state_dict[f"{conv}.weight"]
         for suffix in BN_SUFFIXES:

@@ -5,8 +5,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .base import Backbone, FeatureInfo, check_frozen_stages, check_in_chans, check_out_indices
-from .blocks import ConvNormAct, InvertedResidual, Stage, make_divisible
+from .base import (Backbone, FeatureInfo, check_choice, check_frozen_stages, check_in_chans, check_out_indices,
+                   check_width)
+from .blocks import ACT_LAYERS, ConvNormAct, InvertedResidual, Stage, make_divisible
 from .dilation import plan_stages
 
 # Paper Table 2, one row per stage: t = expansion ratio, c = output channels at width 1.0,
@@ -23,7 +24,7 @@ ARCH: tuple[tuple[int, int, int, int], ...] = (
 )
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
-ACT_LAYERS: dict[str, type[nn.Module]] = {"relu6": nn.ReLU6, "relu": nn.ReLU}
+WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.4)  # the registered names; any width in [0.1, 4.0] builds
 
 
 class MobileNetV2(Backbone):
@@ -42,11 +43,9 @@ class MobileNetV2(Backbone):
                  in_chans: int = 3, frozen_stages: int = -1, norm_eval: bool = False,
                  act_layer: str = "relu6") -> None:
         super().__init__()
-        if not isinstance(width, (int, float)) or not 0.1 <= width <= 4.0:
-            raise ValueError(f"width must be a number in [0.1, 4.0] (e.g. 0.35, 0.5, 0.75, 1.0, 1.4), got {width!r}")
+        check_width(width, WIDTHS)
         check_in_chans(in_chans)
-        if act_layer not in ACT_LAYERS:
-            raise ValueError(f"act_layer must be one of {list(ACT_LAYERS)}, got {act_layer!r}")
+        check_choice("act_layer", act_layer, list(ACT_LAYERS))
         check_frozen_stages(frozen_stages, len(ARCH))
         act = ACT_LAYERS[act_layer]
         self.width, self.in_chans, self.output_stride = width, in_chans, output_stride

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor
 
 from .base import Backbone, check_keywords, keyword_names
-from .mobilenetv2 import MobileNetV2
+from .mobilenetv1 import WIDTHS as MNV1_WIDTHS, MobileNetV1
+from .mobilenetv2 import WIDTHS as MNV2_WIDTHS, MobileNetV2
 from .shufflenetv1 import GROUPS, WIDTHS, ShuffleNetV1
-from .weights import load_pretrained
+from .weights import check_source_arch, load_pretrained
 
 PREFIX = "ld_"
 
@@ -28,7 +29,9 @@ def _width_tag(width: float) -> str:
 
 
 _SPECS: dict[str, BackboneSpec] = {}
-for _w in (0.35, 0.5, 0.75, 1.0, 1.4):
+for _w in MNV1_WIDTHS:
+    _SPECS[f"{PREFIX}mobilenetv1_{_width_tag(_w)}"] = BackboneSpec(MobileNetV1, {"width": _w})
+for _w in MNV2_WIDTHS:
     _SPECS[f"{PREFIX}mobilenetv2_{_width_tag(_w)}"] = BackboneSpec(MobileNetV2, {"width": _w})
 for _g in GROUPS:
     for _w in WIDTHS:
@@ -67,10 +70,12 @@ def create_backbone(name: str, *, pretrained: bool | str | Mapping[str, Tensor] 
         in_chans: input channels; pretrained RGB stems are adapted.
         frozen_stages: freeze the stem (0) and the first N stages; -1 freezes nothing.
         norm_eval: keep every BatchNorm in eval mode while training.
-        arch_kwargs: overrides of the architecture (e.g. ``act_layer="relu"`` for MobileNetV2).
+        arch_kwargs: overrides of the architecture (e.g. ``act_layer="relu"`` for MobileNetV2); a named source
+            adds the ones its weights were trained with (``act_layer="relu6"`` for timm's MobileNetV1).
     """
     spec = get_spec(name)
     check_keywords("create_backbone", arch_kwargs, backbone_keywords(name))
+    arch_kwargs = check_source_arch(name, pretrained, arch_kwargs)
     model = spec.cls(**{**spec.kwargs, **arch_kwargs}, out_indices=out_indices, output_stride=output_stride,
                      in_chans=in_chans, frozen_stages=frozen_stages, norm_eval=norm_eval)
     model.name = name

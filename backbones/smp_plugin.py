@@ -19,12 +19,13 @@ from torch import Tensor, nn
 
 from .base import Backbone, check_in_chans
 from .dilation import OUTPUT_STRIDES
+from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import MobileNetV2
 from .registry import get_spec, list_backbones
 from .shufflenetv1 import ShuffleNetV1
 from .weights import adapt_input_conv, load_pretrained
 
-__all__ = ["SmpMobileNetV2", "SmpShuffleNetV1", "load_encoder_weights"]
+__all__ = ["SmpMobileNetV1", "SmpMobileNetV2", "SmpShuffleNetV1", "load_encoder_weights"]
 
 
 class SmpEncoder:
@@ -84,6 +85,12 @@ class SmpEncoder:
                              f"{self.output_stride}; pass output_stride={output_stride} when building it")
 
 
+class SmpMobileNetV1(SmpEncoder, MobileNetV1):
+    """MobileNetV1 encoder for smp: the last block at each stride, 64@2, 128@4, 256@8, 512@16, 1024@32 (width 1.0)."""
+
+    stage_taps = (0, 1, 2, 3, 4)
+
+
 class SmpMobileNetV2(SmpEncoder, MobileNetV2):
     """MobileNetV2 encoder for smp: the stage outputs 16@2, 24@4, 32@8, 96@16, 320@32 (width 1.0)."""
 
@@ -96,7 +103,8 @@ class SmpShuffleNetV1(SmpEncoder, ShuffleNetV1):
     stage_taps = (0, 1, 2, 3, 4)
 
 
-SMP_CLASSES: dict[type[Backbone], type[SmpEncoder]] = {MobileNetV2: SmpMobileNetV2, ShuffleNetV1: SmpShuffleNetV1}
+SMP_CLASSES: dict[type[Backbone], type[SmpEncoder]] = {MobileNetV1: SmpMobileNetV1, MobileNetV2: SmpMobileNetV2,
+                                                       ShuffleNetV1: SmpShuffleNetV1}
 
 
 def load_encoder_weights(model: nn.Module, source: bool | str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:

@@ -23,12 +23,14 @@ from torch import Tensor, nn
 
 from .base import Backbone
 from .blocks import channel_shuffle
+from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import MobileNetV2
 from .registry import get_spec, list_backbones
 from .shufflenetv1 import ShuffleNetV1
-from .weights import IMAGENET, MEGVII, PRETRAINED, Preprocessing, WeightSource, convert_state_dict
+from .weights import (IMAGENET, MEGVII, PRETRAINED, Preprocessing, WeightSource, check_source_arch,
+                      convert_state_dict)
 
-__all__ = ["TimmMobileNetV2", "TimmShuffleNetV1", "timm_taps"]
+__all__ = ["TimmMobileNetV1", "TimmMobileNetV2", "TimmShuffleNetV1", "timm_taps"]
 
 
 def timm_taps(backbone: Backbone) -> list[int]:
@@ -121,6 +123,10 @@ class TimmClassifier:
         return take
 
 
+class TimmMobileNetV1(TimmClassifier, MobileNetV1):
+    """MobileNetV1 classifier for timm: pooling and a linear layer after the last block (paper Table 1)."""
+
+
 class TimmMobileNetV2(TimmClassifier, MobileNetV2):
     """MobileNetV2 classifier for timm (classifier dropout 0.2 as in the paper's training setup)."""
 
@@ -133,8 +139,10 @@ class TimmShuffleNetV1(TimmClassifier, ShuffleNetV1):
 
 # torch.fx (timm's FX feature extraction) cannot trace the shape arithmetic of the shuffle: keep it a leaf.
 register_notrace_function(channel_shuffle)
-TIMM_CLASSES: dict[type[Backbone], type[TimmClassifier]] = {MobileNetV2: TimmMobileNetV2,
+TIMM_CLASSES: dict[type[Backbone], type[TimmClassifier]] = {MobileNetV1: TimmMobileNetV1, MobileNetV2: TimmMobileNetV2,
                                                             ShuffleNetV1: TimmShuffleNetV1}
+# Preprocessing of a family's untagged cfg (no named weights): what its usual checkpoints expect.
+FAMILY_PREPROCESSING: dict[type[Backbone], Preprocessing] = {ShuffleNetV1: MEGVII}
 
 
 def _pretrained_filter(state_dict: Mapping[str, Tensor], model: TimmClassifier) -> dict[str, Tensor]:
@@ -151,8 +159,7 @@ def _pretrained_filter(state_dict: Mapping[str, Tensor], model: TimmClassifier) 
 
 def _cfg(name: str, source: WeightSource | None = None) -> dict[str, Any]:
     """timm pretrained cfg; timm normalises ``pixels / 255``, so our input range folds into mean and std."""
-    family = get_spec(name).cls
-    pre: Preprocessing = source.preprocessing if source else IMAGENET if family is MobileNetV2 else MEGVII
+    pre = source.preprocessing if source else FAMILY_PREPROCESSING.get(get_spec(name).cls, IMAGENET)
     cfg = dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
                interpolation="bilinear", mean=tuple(m / pre.input_range for m in pre.mean),
                std=tuple(s / pre.input_range for s in pre.std), first_conv="stem.conv", classifier="classifier")
@@ -162,9 +169,20 @@ def _cfg(name: str, source: WeightSource | None = None) -> dict[str, Any]:
     return cfg
 
 
+def _with_source_arch(name: str, pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Weights of a named source (the cfg tag, no local file) are built with the architecture they were trained
+    with, e.g. ReLU6 for timm's MobileNetV1 weights."""
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    tag = kwargs.get("pretrained_cfg")
+    if not pretrained or overlay.get("file") or overlay.get("state_dict") or not (tag is None or isinstance(tag, str)):
+        return kwargs
+    return check_source_arch(name, tag or True, kwargs)
+
+
 def _entrypoint(name: str):
     def create(pretrained: bool = False, **kwargs: Any) -> TimmClassifier:
         spec = get_spec(name)
+        kwargs = _with_source_arch(name, pretrained, kwargs)
         return build_model_with_cfg(TIMM_CLASSES[spec.cls], name, pretrained, feature_cfg=dict(flatten_sequential=True),
                                     pretrained_filter_fn=_pretrained_filter, **{**spec.kwargs, **kwargs})
 

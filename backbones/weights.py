@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -13,6 +15,7 @@ from torch import Tensor
 
 from .base import Backbone
 from .layouts import detect_layout, layout_pairs, rename
+from .mobilenetv1 import MobileNetV1
 
 
 @dataclass(frozen=True)
@@ -26,25 +29,37 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+INCEPTION = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's MobileNetV1 weights: pixels to [-1, 1]
+# The kuangliu CIFAR tutorial trains with CIFAR-10 statistics.
+CIFAR10 = Preprocessing((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 # The official ShuffleNetV1 release was trained on BGR pixels in 0..255 with no mean/std. Its stem is flipped to
 # RGB on load (exact: the first conv is linear in its input channels), so every model here takes RGB.
 MEGVII = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), color="RGB", input_range=255.0)
-LAYOUT_PREPROCESSING = {"megvii": MEGVII}
+LAYOUT_PREPROCESSING = {"megvii": MEGVII, "kuangliu": CIFAR10}
 BGR_LAYOUTS = ("megvii",)
+RELU6 = {"act_layer": "relu6"}
 
 
 @dataclass(frozen=True)
 class WeightSource:
-    """A named set of ImageNet weights: an http(s) URL or ``hf-hub:<repo>``, and its published top-1 if known."""
+    """A named set of ImageNet weights: an http(s) URL or ``hf-hub:<repo>``, and its published top-1 if known.
+
+    ``arch``: architecture arguments the weights were trained with (``create_backbone`` builds with them).
+    """
 
     location: str
     top1: float | None = None
     preprocessing: Preprocessing = IMAGENET
+    arch: Mapping[str, Any] = field(default_factory=dict)
 
 
 _TV = "https://download.pytorch.org/models/"
 # Per backbone name, the named sources (the first one is what ``pretrained=True`` loads).
 PRETRAINED: dict[str, dict[str, WeightSource]] = {
+    "ld_mobilenetv1_100": {"timm_ra4_in1k": WeightSource("hf-hub:timm/mobilenetv1_100.ra4_e3600_r224_in1k", 75.39,
+                                                         INCEPTION, RELU6)},
+    "ld_mobilenetv1_125": {"timm_ra4_in1k": WeightSource("hf-hub:timm/mobilenetv1_125.ra4_e3600_r224_in1k", 76.92,
+                                                         INCEPTION, RELU6)},
     "ld_mobilenetv2_100": {"timm_ra_in1k": WeightSource("hf-hub:timm/mobilenetv2_100.ra_in1k", 72.91),
                            "torchvision_v2": WeightSource(_TV + "mobilenet_v2-7ebf99e0.pth", 72.15),
                            "torchvision_v1": WeightSource(_TV + "mobilenet_v2-b0353104.pth", 71.88)},
@@ -54,6 +69,9 @@ PRETRAINED: dict[str, dict[str, WeightSource]] = {
 REMOTE_PREFIXES = ("http://", "https://", "hf-hub:")
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 WRAPPER_PREFIXES = ("backbone.", "encoder.", "model.", "base_net.")
+# A bare nn.Sequential of layers (``0.0.weight``: the SSD ports' ``base_net``, pytorch-ssd's base-net files) sits
+# under ``features.`` in the flat MobileNetV2 port and under ``model.`` in the MobileNetV1 port.
+SEQUENTIAL_ROOTS = ("features.", "model.")
 
 
 class DownloadError(RuntimeError):
@@ -117,16 +135,17 @@ def unwrap(obj: object, what: str = "state dict") -> dict[str, Tensor]:
 def _find_layout(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Tensor]]:
     """Strip DataParallel and wrapper prefixes until a known layout appears."""
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    if (layout := detect_layout(sd)) is not None:
-        return layout, sd
-    for prefix in WRAPPER_PREFIXES:
-        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if prefix == "base_net.":  # the SSDLite port stores MobileNetV2.features directly
-            sub = {f"features.{k}": v for k, v in sub.items()}
-        if sub and (layout := detect_layout(sub)) is not None:
-            return layout, sub
+    views = [sd] + [{k[len(p):]: v for k, v in sd.items() if k.startswith(p)} for p in WRAPPER_PREFIXES]
+    for view in filter(None, views):
+        candidates = [view]
+        if next(iter(view)).split(".")[0].isdigit():
+            candidates += [{root + k: v for k, v in view.items()} for root in SEQUENTIAL_ROOTS]
+        for candidate in candidates:
+            if (layout := detect_layout(candidate)) is not None:
+                return layout, candidate
     raise ValueError("unrecognised checkpoint layout; expected lightdense, torchvision, timm, the flat MobileNetV2 "
-                     f"port or the official ShuffleNetV1 release. First keys: {list(state_dict)[:6]}")
+                     "port, the official ShuffleNetV1 release, or the marvis or kuangliu MobileNetV1 ports. "
+                     f"First keys: {list(state_dict)[:6]}")
 
 
 def adapt_input_conv(weight: Tensor, in_chans: int) -> Tensor:
@@ -174,25 +193,60 @@ def _convert(model: Backbone, state_dict: Mapping[str, Tensor],
     return layout, out
 
 
+def named_source(name: str, pretrained: object) -> tuple[str, WeightSource] | None:
+    """``(tag, source)`` if ``pretrained`` selects a named source of backbone ``name`` (``True``: the first)."""
+    named = PRETRAINED.get(name, {})
+    tag = next(iter(named), None) if pretrained is True else pretrained if isinstance(pretrained, str) else None
+    return (tag, named[tag]) if tag in named else None
+
+
+def check_source_arch(name: str, pretrained: object, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch`` completed with what the named source ``pretrained`` was trained with (e.g. ``act_layer="relu6"``).
+
+    A conflicting value in ``arch`` raises: the weights would load but compute something else.
+    """
+    found = named_source(name, pretrained)
+    if found is None:
+        return dict(arch)
+    tag, source = found
+    for arg, value in source.arch.items():
+        if arg in arch and arch[arg] != value:
+            raise ValueError(f"the {tag!r} weights of {name} were trained with {arg}={value!r}, but {arg}="
+                             f"{arch[arg]!r} was asked for; build with {arg}={value!r} or load other weights")
+    return {**source.arch, **arch}
+
+
+def _layout_preprocessing(model: Backbone, layout: str) -> Preprocessing:
+    """What weights in ``layout`` expect; timm's MobileNetV1 weights also need ReLU6, so a ReLU model warns."""
+    if layout == "timm" and isinstance(model, MobileNetV1):
+        if model.act_layer != "relu6":
+            warnings.warn("timm's MobileNetV1 weights were trained with ReLU6 but this model uses "
+                          f"act_layer={model.act_layer!r}; build it with act_layer='relu6' unless these weights "
+                          "were trained with ReLU", stacklevel=3)
+        return INCEPTION
+    return LAYOUT_PREPROCESSING.get(layout, IMAGENET)
+
+
 def load_pretrained(model: Backbone, source: bool | str | os.PathLike | Mapping[str, Tensor]) -> Backbone:
     """Load ``source`` into ``model`` and set ``model.preprocessing``.
 
     ``source``: ``True`` (the default named source), a named source of ``PRETRAINED[model.name]``, a path, an
-    http(s) URL, or a state dict.
+    http(s) URL, or a state dict. A named source trained with other architecture arguments than ``model`` raises.
     """
-    named = PRETRAINED.get(getattr(model, "name", ""), {})
+    name = getattr(model, "name", "")
+    named = PRETRAINED.get(name, {})
     preprocessing = None
-    if source is True or (isinstance(source, str) and source in named):
-        if not named:
-            raise ValueError(f"no named pretrained weights for {model.name}; pass a path, URL or state dict")
-        key = next(iter(named)) if source is True else source
-        source, preprocessing = named[key].location, named[key].preprocessing
+    if source is True and not named:
+        raise ValueError(f"no named pretrained weights for {model.name}; pass a path, URL or state dict")
+    if (found := named_source(name, source)) is not None:
+        check_source_arch(name, source, {arg: getattr(model, arg) for arg in found[1].arch if hasattr(model, arg)})
+        source, preprocessing = found[1].location, found[1].preprocessing
     elif isinstance(source, str) and not os.path.exists(source) and not source.startswith(REMOTE_PREFIXES) and named:
         raise ValueError(f"{source!r} is neither a file nor a named source of {model.name} ({list(named)})")
     state_dict = unwrap(source) if isinstance(source, Mapping) else read_checkpoint(source)
     layout, converted = _convert(model, state_dict, keep_classifier=False)
     model.load_state_dict(converted)
-    model.preprocessing = preprocessing or LAYOUT_PREPROCESSING.get(layout, IMAGENET)
+    model.preprocessing = preprocessing or _layout_preprocessing(model, layout)
     return model
 
 

@@ -7,7 +7,7 @@ import torch
 from backbones import create_backbone
 
 BAD_ARGS = [
-    (("ld_resnet50",), {}, "unknown backbone 'ld_resnet50'; valid names are: ld_mobilenetv2_035"),
+    (("ld_resnet50",), {}, "unknown backbone 'ld_resnet50'; valid names are: ld_mobilenetv1_025"),
     (("ld_mobilenetv2_100",), {"output_stride": 4}, r"output_stride must be one of \[8, 16, 32\], got 4"),
     (("ld_mobilenetv2_100",), {"out_indices": [0, 9]}, r"out_indices entry 9 is out of range; valid .*0\.\.6"),
     (("ld_mobilenetv2_100",), {"out_indices": [3, 1]}, "strictly increasing"),
@@ -16,6 +16,10 @@ BAD_ARGS = [
     (("ld_mobilenetv2_100",), {"in_chans": 0}, "in_chans must be a positive int"),
     (("ld_mobilenetv2_100",), {"act_layer": "gelu"}, r"act_layer must be one of \['relu6', 'relu'\]"),
     (("ld_mobilenetv2_100",), {"width": 0}, "width must be a number"),
+    (("ld_mobilenetv1_100",), {"width": 0.05}, r"width must be a number in \[0.1, 4.0\] \(e.g. 0.25, 0.5, 0.75, 1.0, "
+                                                r"1.25\), got 0.05"),
+    (("ld_mobilenetv1_100",), {"frozen_stages": 6}, r"frozen_stages must be in range\(-1, 6\), got 6"),
+    (("ld_mobilenetv1_100",), {"act_layer": "hardswish"}, r"act_layer must be one of \['relu6', 'relu'\]"),
     (("ld_shufflenetv1_g3_100",), {"groups": 5}, r"groups must be one of \[1, 2, 3, 4, 8\], got 5"),
     (("ld_shufflenetv1_g3_100",), {"width": 0.75}, r"width must be one of \[0.5, 1.0, 1.5, 2.0\], got 0.75"),
 ]
