@@ -7,22 +7,21 @@ import timm
 import torch
 import torchvision
 from conftest import randomize_bn
+from pytorch_ssd_reference import MNV1_CHANNELS, MNV1_STRIDES, mobilenet_v1_layers
 from safetensors.torch import save_file
 from torch import nn
 
 from backbones import create_backbone
 from backbones.weights import CIFAR10, IMAGENET, INCEPTION, DownloadError
 
-BLOCK_CHANNELS = [64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
-BLOCK_STRIDES = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
 
 
 def test_architecture_is_paper_table_1():
     model = create_backbone("ld_mobilenetv1_100")
     blocks = [block for stage in model.stages for block in stage]
     assert (model.stem.conv.out_channels, model.stem.conv.stride) == (32, (2, 2))
-    assert [b.pw.conv.out_channels for b in blocks] == BLOCK_CHANNELS
-    assert [b.dw.conv.stride[0] for b in blocks] == BLOCK_STRIDES
+    assert [b.pw.conv.out_channels for b in blocks] == MNV1_CHANNELS
+    assert [b.dw.conv.stride[0] for b in blocks] == MNV1_STRIDES
     assert all(b.dw.conv.groups == b.dw.conv.in_channels for b in blocks)
     assert (model.channels, model.strides) == ([64, 128, 256, 512, 1024], [2, 4, 8, 16, 32])
     assert [model.feature_info[i].channels for i in model.detection_indices] == [512, 1024]
@@ -119,25 +118,13 @@ def test_timm_tag_builds_with_relu6(monkeypatch) -> None:
 
 
 # --- the marvis port (pytorch-ssd's vision/nn/mobilenet.py): model.N Sequentials, fc classifier -------------------
-def marvis_mobilenet(num_classes: int = 1000) -> nn.Module:
-    def conv_dw(inp: int, oup: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), nn.BatchNorm2d(inp), nn.ReLU(),
-                             nn.Conv2d(inp, oup, 1, bias=False), nn.BatchNorm2d(oup), nn.ReLU())
-
-    net = nn.Module()
-    layers, inp = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())], 32
-    for oup, stride in zip(BLOCK_CHANNELS, BLOCK_STRIDES):
-        layers.append(conv_dw(inp, oup, stride))
-        inp = oup
-    net.model = nn.Sequential(*layers)
-    net.fc = nn.Linear(1024, num_classes)
-    torch.manual_seed(2)
-    return randomize_bn(net).eval()
-
-
 @pytest.fixture(scope="module")
 def marvis() -> nn.Module:
-    return marvis_mobilenet()
+    torch.manual_seed(2)
+    net = nn.Module()
+    net.model = mobilenet_v1_layers()
+    net.fc = nn.Linear(1024, 1000)
+    return randomize_bn(net).eval()
 
 
 @pytest.mark.parametrize("form", ["classifier file", "base-net file", "ssd base_net", "DataParallel"])
@@ -175,8 +162,8 @@ class TutorialMobileNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
-        chans = [32, *BLOCK_CHANNELS]
-        self.layers = nn.Sequential(*[TutorialBlock(i, o, s) for i, o, s in zip(chans, chans[1:], BLOCK_STRIDES)])
+        chans = [32, *MNV1_CHANNELS]
+        self.layers = nn.Sequential(*[TutorialBlock(i, o, s) for i, o, s in zip(chans, chans[1:], MNV1_STRIDES)])
         self.linear = nn.Linear(1024, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""SSDLite detector: shapes for every backbone, a training step and inference per family, errors, and parity with
-the published PyTorch MobileNetV2-SSDLite layout (a reference written here from that repository's architecture)."""
+"""SSDLite (and SSD) detectors: shapes for every backbone, a training step and inference per family and head, errors,
+and parity with the published PyTorch MobileNetV2-SSDLite layout (a reference written here from that repository's
+architecture, in pytorch_ssd_reference)."""
 from __future__ import annotations
 
 import math
@@ -7,22 +8,25 @@ import math
 import pytest
 import torch
 import torchvision
+from pytorch_ssd_reference import RefMB2SSDLite, calibrated, ref_decode, ref_priors
 from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from backbones import list_backbones
 from heads import create_detector
 from heads.anchors import SSDBoxGenerator
+from heads.detector import HEADS
 from heads.ssdlite_convert import load_pytorch_ssd
 
 FAMILY_NAMES = ["ld_mobilenetv2_050", "ld_shufflenetv1_g3_050"]
 
 
-@pytest.mark.parametrize("name, size", [(n, 320) for n in list_backbones()] + [(n, 300) for n in FAMILY_NAMES])
-def test_maps_predictors_and_anchors_agree(name, size):
+@pytest.mark.parametrize("name, size, head", [(n, 320, "ssdlite") for n in list_backbones()]
+                         + [(n, 300, h) for n in FAMILY_NAMES for h in HEADS])
+def test_maps_predictors_and_anchors_agree(name, size, head):
     """On the meta device (shapes only): 6 maps at strides 16..512, and one prediction row per default box."""
     with torch.device("meta"):
-        model = create_detector(name, 21, size=size).eval()
+        model = create_detector(name, 21, size=size, head=head).eval()
         maps = model.backbone(torch.empty(1, 3, size, size))
         out = model.head(list(maps.values()))
     grids = [list(m.shape[-2:]) for m in maps.values()]
@@ -65,10 +69,11 @@ def _targets() -> list[dict[str, torch.Tensor]]:
             {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
 
 
-@pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_training_step_and_inference(name):
+@pytest.mark.parametrize("name, head", [(n, "ssdlite") for n in FAMILY_NAMES]
+                         + [("ld_mobilenetv1_100", h) for h in HEADS])
+def test_training_step_and_inference(name, head):
     torch.manual_seed(0)
-    model = create_detector(name, 21, size=160)
+    model = create_detector(name, 21, size=160, head=head)
     images = [torch.rand(3, 120, 200), torch.rand(3, 160, 160)]
     losses = model(images, _targets())
     assert set(losses) == {"bbox_regression", "classification"}
@@ -94,6 +99,9 @@ def test_training_step_and_inference(name):
     (dict(backbone_kwargs={"out_indices": [0, 1]}), "detection_indices"),
     (dict(anchor_scales=[0.2, 0.5]), "anchor_scales needs 7"),
     (dict(anchor_steps=[16, 32]), "anchor_steps needs 6"),
+    (dict(head="yolo"), r"head must be one of \['ssdlite', 'ssd'\], got 'yolo'"),
+    (dict(extra_channels=[(128,)]), r"extra_channels must be a sequence of \(mid, out\) channel pairs"),
+    (dict(head="ssd", act_layer="gelu"), r"act_layer must be one of \['relu6', 'relu'\], got 'gelu'"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     kwargs = {"num_classes": 21, **kwargs}
@@ -101,113 +109,10 @@ def test_bad_arguments_raise(kwargs, match):
         create_detector("ld_mobilenetv2_035", **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reference: the published mb2-ssd-lite architecture (qfgaohao/pytorch-ssd), written from its description:
-# MobileNetV2 `features` with `features.N.conv` Sequentials, extras as skip-less inverted residuals with
-# fractional expansion, separable headers (depthwise conv with bias, BN, act, 1x1 conv) and a 1x1 last header.
-# ---------------------------------------------------------------------------------------------------------------
-MBV2_TABLE = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-              (6, 320, 1, 1)]
-
-
-class RefInvertedResidual(nn.Module):
-    def __init__(self, inp: int, oup: int, stride: int, expand: float, act: type[nn.Module]) -> None:
-        super().__init__()
-        hid = round(inp * expand)
-        pw = [nn.Conv2d(inp, hid, 1, bias=False), nn.BatchNorm2d(hid), act()] if expand != 1 else []
-        self.conv = nn.Sequential(*pw, nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
-                                  nn.BatchNorm2d(hid), act(), nn.Conv2d(hid, oup, 1, bias=False), nn.BatchNorm2d(oup))
-        self.residual = stride == 1 and inp == oup
-
-    def forward(self, x):
-        return x + self.conv(x) if self.residual else self.conv(x)
-
-
-def ref_separable(inp: int, oup: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(inp, inp, 3, padding=1, groups=inp), nn.BatchNorm2d(inp), nn.ReLU6(),
-                         nn.Conv2d(inp, oup, 1))
-
-
-class RefSSDLite(nn.Module):
-    def __init__(self, num_classes: int, act: type[nn.Module]) -> None:
-        super().__init__()
-        layers, inp = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), act())], 32
-        for t, c, n, s in MBV2_TABLE:
-            for i in range(n):
-                layers.append(RefInvertedResidual(inp, c, s if i == 0 else 1, t, act))
-                inp = c
-        layers.append(nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), act()))
-        self.base_net = nn.Sequential(*layers)
-        self.extras = nn.ModuleList([RefInvertedResidual(i, o, 2, e, nn.ReLU6) for i, o, e in
-                                     [(1280, 512, 0.2), (512, 256, 0.25), (256, 256, 0.5), (256, 64, 0.25)]])
-        chans = [576, 1280, 512, 256, 256]
-        self.classification_headers = nn.ModuleList(
-            [ref_separable(c, 6 * num_classes) for c in chans] + [nn.Conv2d(64, 6 * num_classes, 1)])
-        self.regression_headers = nn.ModuleList([ref_separable(c, 24) for c in chans] + [nn.Conv2d(64, 24, 1)])
-        self.num_classes = num_classes
-
-    def forward(self, x):
-        for layer in self.base_net[:14]:
-            x = layer(x)
-        expansion = self.base_net[14].conv
-        maps = [expansion[:3](x)]  # tap after the first 1x1 conv + BN + act of features[14]
-        x = expansion[3:](maps[0])
-        for layer in self.base_net[15:]:
-            x = layer(x)
-        maps.append(x)
-        for extra in self.extras:
-            x = extra(x)
-            maps.append(x)
-        n = x.shape[0]
-        conf = [h(m).permute(0, 2, 3, 1).reshape(n, -1, self.num_classes)
-                for h, m in zip(self.classification_headers, maps)]
-        loc = [h(m).permute(0, 2, 3, 1).reshape(n, -1, 4) for h, m in zip(self.regression_headers, maps)]
-        return torch.cat(conf, 1), torch.cat(loc, 1)
-
-
-def ref_priors() -> torch.Tensor:
-    """SSD300 priors (cx, cy, w, h) relative to the image: per map (size, shrinkage, min, max), ratios {2, 3}."""
-    specs = [(19, 16, 60, 105), (10, 32, 105, 150), (5, 64, 150, 195), (3, 100, 195, 240), (2, 150, 240, 285),
-             (1, 300, 285, 330)]
-    rows = []
-    for fm, shrink, lo, hi in specs:
-        for y in range(fm):
-            for x in range(fm):
-                cx, cy = (x + 0.5) * shrink / 300, (y + 0.5) * shrink / 300
-                sizes = [(lo, lo), (math.sqrt(lo * hi),) * 2]
-                sizes += [(lo * f, lo / f) for r in (2, 3) for f in (math.sqrt(r), 1 / math.sqrt(r))]
-                rows += [[cx, cy, w / 300, h / 300] for w, h in sizes]
-    return torch.tensor(rows).clamp(0.0, 1.0)
-
-
-def ref_decode(loc: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
-    """Variances 0.1 / 0.2 -> corner boxes relative to the image."""
-    centre = loc[..., :2] * 0.1 * priors[:, 2:] + priors[:, :2]
-    size = torch.exp(loc[..., 2:] * 0.2) * priors[:, 2:]
-    return torch.cat([centre - size / 2, centre + size / 2], -1)
-
-
-def randomized_reference(num_classes: int, act: type[nn.Module]) -> RefSSDLite:
-    """Random weights; BN statistics gathered from random images, then every BN affine and stat perturbed."""
-    torch.manual_seed(0)
-    ref = RefSSDLite(num_classes, act)
-    for m in ref.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batches
-    with torch.no_grad():
-        ref(torch.randn(4, 3, 160, 160))
-        for m in ref.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-                m.running_mean.add_(torch.randn_like(m.running_mean) * 0.05)
-                m.running_var.mul_(torch.empty_like(m.running_var).uniform_(0.8, 1.25))
-    return ref.eval()
-
-
 @pytest.mark.parametrize("onnx_compatible", [False, True])
 def test_published_layout_converts_exactly(onnx_compatible, tmp_path):
-    ref = randomized_reference(21, nn.ReLU if onnx_compatible else nn.ReLU6)
+    torch.manual_seed(0)
+    ref = calibrated(RefMB2SSDLite(21, nn.ReLU if onnx_compatible else nn.ReLU6))
     path = tmp_path / "mb2-ssd-lite.pth"
     torch.save(ref.state_dict(), path)
     model = load_pytorch_ssd(path, onnx_compatible=onnx_compatible)
@@ -225,7 +130,7 @@ def test_published_layout_converts_exactly(onnx_compatible, tmp_path):
 
 
 def test_converter_rejects_other_layouts():
-    ref_sd = RefSSDLite(5, nn.ReLU6).state_dict()
+    ref_sd = RefMB2SSDLite(5, nn.ReLU6).state_dict()
     with pytest.raises(ValueError, match="classification_headers"):
         load_pytorch_ssd({"conv.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="unexpected"):
