@@ -33,6 +33,19 @@ def test_odd_sizes_and_separable(name: str, size: tuple[int, int]) -> None:
         assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
 
 
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_mobilenetv1_needs_nothing_of_its_own(output_stride: int) -> None:
+    """Low-level 128@4, ASPP on the dilated 1024 map, and a training step that reaches every parameter."""
+    model = create_segmenter("ld_mobilenetv1_100", 21, output_stride=output_stride, **SMALL_HEAD).train()
+    assert (model.backbone.channels, model.backbone.strides) == ([128, 1024], [4, output_stride])
+    dilations = [block.dw.conv.dilation[0] for stage in model.backbone.stages for block in stage]
+    assert dilations == {16: [1] * 12 + [2], 8: [1] * 6 + [2] * 5 + [2, 4]}[output_stride]
+    logits = model(torch.randn(2, 3, 65, 97))
+    assert logits.shape == (2, 21, 65, 97)
+    F.cross_entropy(logits, torch.randint(0, 21, (2, 65, 97))).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 def test_aspp_rates_follow_the_deepest_stride() -> None:
     for output_stride, rates in [(8, [12, 24, 36]), (16, [6, 12, 18]), (32, [3, 6, 9])]:
         head = create_segmenter("ld_mobilenetv2_035", 2, output_stride=output_stride, **SMALL_HEAD).head
