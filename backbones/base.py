@@ -75,6 +75,15 @@ class Backbone(nn.Module):
                 f"input {x.shape[-2]}x{x.shape[-1]} is too small: the selected taps reach stride {min_size}, so "
                 f"height and width must be at least {min_size}")
 
+    def _init_arguments(self, *, in_chans: int, output_stride: int, frozen_stages: int, norm_eval: bool,
+                        num_stages: int) -> None:
+        """Check and keep the arguments every backbone takes; ``num_stages`` (stem excluded) bounds
+        ``frozen_stages``. ``output_stride`` is checked by the dilation planner."""
+        check_in_chans(in_chans)
+        check_frozen_stages(frozen_stages, num_stages)
+        self.in_chans, self.output_stride = in_chans, output_stride
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+
     # ---- freezing (frozen_stages / norm_eval) ----
     def stage_modules(self) -> list[nn.Module]:
         """``[stem, stage_1, ..., stage_n]``: what ``frozen_stages`` counts (stem is 0)."""

@@ -8,9 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import check_choice
+
 ActLayer = Callable[..., nn.Module]
 # Activations an architecture can be built with, by the name its ``act_layer`` argument takes.
 ACT_LAYERS: dict[str, type[nn.Module]] = {"relu6": nn.ReLU6, "relu": nn.ReLU}
+
+
+def act_layer_class(name: str) -> type[nn.Module]:
+    """The activation class of ``act_layer=name``; a ValueError lists the valid names."""
+    check_choice("act_layer", name, list(ACT_LAYERS))
+    return ACT_LAYERS[name]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

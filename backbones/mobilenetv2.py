@@ -5,9 +5,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .base import (Backbone, FeatureInfo, check_choice, check_frozen_stages, check_in_chans, check_out_indices,
-                   check_width)
-from .blocks import ACT_LAYERS, ConvNormAct, InvertedResidual, Stage, make_divisible
+from .base import Backbone, FeatureInfo, check_out_indices, check_width
+from .blocks import ConvNormAct, InvertedResidual, Stage, act_layer_class, make_divisible
 from .dilation import plan_stages
 
 # Paper Table 2, one row per stage: t = expansion ratio, c = output channels at width 1.0,
@@ -44,12 +43,10 @@ class MobileNetV2(Backbone):
                  act_layer: str = "relu6") -> None:
         super().__init__()
         check_width(width, WIDTHS)
-        check_in_chans(in_chans)
-        check_choice("act_layer", act_layer, list(ACT_LAYERS))
-        check_frozen_stages(frozen_stages, len(ARCH))
-        act = ACT_LAYERS[act_layer]
-        self.width, self.in_chans, self.output_stride = width, in_chans, output_stride
-        self.frozen_stages, self.norm_eval, self.act_layer = frozen_stages, norm_eval, act_layer
+        act = act_layer_class(act_layer)
+        self._init_arguments(in_chans=in_chans, output_stride=output_stride, frozen_stages=frozen_stages,
+                             norm_eval=norm_eval, num_stages=len(ARCH))
+        self.width, self.act_layer = width, act_layer
 
         plans = plan_stages([s for *_, s in ARCH], output_stride, input_stride=2)
         chans = [make_divisible(c * width) for _, c, _, _ in ARCH]

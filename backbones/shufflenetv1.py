@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .base import Backbone, FeatureInfo, check_choice, check_frozen_stages, check_in_chans, check_out_indices
+from .base import Backbone, FeatureInfo, check_choice, check_out_indices
 from .blocks import ConvNormAct, ShuffleUnit, Stage, make_divisible
 from .dilation import plan_stages
 
@@ -45,10 +45,9 @@ class ShuffleNetV1(Backbone):
         super().__init__()
         check_choice("groups", groups, GROUPS)
         check_choice("width", width, WIDTHS)
-        check_in_chans(in_chans)
-        check_frozen_stages(frozen_stages, len(STAGE_REPEATS))
-        self.groups, self.width, self.in_chans, self.output_stride = groups, width, in_chans, output_stride
-        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        self._init_arguments(in_chans=in_chans, output_stride=output_stride, frozen_stages=frozen_stages,
+                             norm_eval=norm_eval, num_stages=len(STAGE_REPEATS))
+        self.groups, self.width = groups, width
 
         stem_chs, chans = stage_channels(groups, width)
         plans = plan_stages([2] * len(STAGE_REPEATS), output_stride, input_stride=4)

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from backbones.base import check_choice
-from backbones.blocks import ACT_LAYERS, ActLayer, ConvNormAct
+from backbones.blocks import ActLayer, ConvNormAct, act_layer_class
 
 from .ssdlite import check_extra_channels
 
@@ -43,10 +42,9 @@ class SSDLayers:
 
     def __init__(self, *, extra_channels: Sequence[tuple[int, int]] = EXTRA_CHANNELS, pointwise_last: bool = False,
                  act_layer: str = "relu") -> None:
-        check_choice("act_layer", act_layer, list(ACT_LAYERS))
         self.extra_channels = check_extra_channels(extra_channels)
         self.pointwise_last = pointwise_last
-        self.act = ACT_LAYERS[act_layer]
+        self.act = act_layer_class(act_layer)
 
     def extras(self, in_chs: int) -> nn.ModuleList:
         """One :class:`SSDExtraBlock` per ``extra_channels`` entry, each reading the previous map."""

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from backbones.base import check_choice
-from backbones.blocks import ACT_LAYERS, ActLayer, ConvNormAct
+from backbones.blocks import ActLayer, ConvNormAct, act_layer_class
 
 # (mid, out) channels of each extra layer, as in the TF Object Detection API and torchvision (mid = out // 2).
 EXTRA_CHANNELS: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256), (64, 128))
@@ -64,10 +63,9 @@ class SSDLiteLayers:
 
     def __init__(self, *, extra_channels: Sequence[tuple[int, int]] = EXTRA_CHANNELS, linear_extras: bool = False,
                  pointwise_last: bool = False, norm: bool = True, act_layer: str = "relu6") -> None:
-        check_choice("act_layer", act_layer, list(ACT_LAYERS))
         self.extra_channels = check_extra_channels(extra_channels)
         self.linear_extras, self.pointwise_last, self.norm = linear_extras, pointwise_last, norm
-        self.act = ACT_LAYERS[act_layer]
+        self.act = act_layer_class(act_layer)
 
     def extras(self, in_chs: int) -> nn.ModuleList:
         """One :class:`ExtraBlock` per ``extra_channels`` entry, each reading the previous map."""
