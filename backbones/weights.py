@@ -211,8 +211,8 @@ def check_source_arch(name: str, pretrained: object, arch: Mapping[str, Any]) ->
     tag, source = found
     for arg, value in source.arch.items():
         if arg in arch and arch[arg] != value:
-            raise ValueError(f"the {tag!r} weights of {name} were trained with {arg}={value!r}, but {arg}="
-                             f"{arch[arg]!r} was asked for; build with {arg}={value!r} or load other weights")
+            raise ValueError(f"the {tag!r} weights of {name} were trained with {arg}={value!r}, not {arg}="
+                             f"{arch[arg]!r}; build the model with {arg}={value!r} or load other weights")
     return {**source.arch, **arch}
 
 

@@ -58,6 +58,9 @@ def _factories():
         (lambda **kw: create_segmenter(name, 5, **kw), "seperable", "create_segmenter", "separable"),
         (lambda **kw: create_detector(name, 5, **kw), "pretrained", "create_detector", "pretrained_backbone"),
         (lambda **kw: create_detector(name, 5, **kw), "bogus_option", "create_detector", None),
+        (lambda **kw: create_detector(name, 5, head="ssd", **kw), "extra_channel", "create_detector",
+         "extra_channels"),
+        (lambda **kw: create_backbone("ld_mobilenetv1_050", **kw), "act_layr", "create_backbone", "act_layer"),
         (lambda **kw: create_published_segmenter(5, **kw), "output_strid", "create_published_segmenter",
          "output_stride"),
         (lambda **kw: load_published_deeplab({}, **kw), "num_class", "load_published_deeplab", None),
@@ -66,7 +69,7 @@ def _factories():
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(12))
 def test_factories_refuse_unknown_keywords_naming_the_closest(index):
     factory, keyword, where, suggestion = _factories()[index]
     with pytest.raises(TypeError) as info:

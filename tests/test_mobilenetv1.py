@@ -3,6 +3,7 @@ port that pytorch-ssd uses, the kuangliu CIFAR tutorial), each against a referen
 from __future__ import annotations
 
 import pytest
+import segmentation_models_pytorch as smp
 import timm
 import torch
 import torchvision
@@ -12,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from backbones import create_backbone
+from backbones.smp_plugin import load_encoder_weights
 from backbones.weights import CIFAR10, IMAGENET, INCEPTION, DownloadError
 
 
@@ -88,6 +90,8 @@ def test_named_source_builds_with_relu6_and_fails_offline(monkeypatch, tmp_path)
         torch.testing.assert_close(model(x)[-1], ref(x)[-1], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="'timm_ra4_in1k' weights of ld_mobilenetv1_100 were trained with act_layer="):
         create_backbone("ld_mobilenetv1_100", pretrained="timm_ra4_in1k", act_layer="relu")
+    with pytest.raises(ValueError, match="trained with act_layer='relu6', not act_layer='relu'; build the model with"):
+        load_encoder_weights(smp.Unet("ld_mobilenetv1_100", encoder_weights=None), "timm_ra4_in1k")  # built with ReLU
 
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
