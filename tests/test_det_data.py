@@ -79,7 +79,7 @@ def test_several_roots_and_missing_split(tmp_path):
     a = _voc(tmp_path / "VOC2007", {"x": [_object("car", (1, 1, 9, 9))]}, split="trainval")
     b = _voc(tmp_path / "VOC2012", {"y": [_object("bus", (1, 1, 9, 9))]}, split="trainval")
     assert [r.image_id for r in VOCDetection([a, b], "trainval").records] == ["x", "y"]
-    with pytest.raises(ValueError, match=r"test\.txt not found; splits under .*: \['trainval'\]"):
+    with pytest.raises(FileNotFoundError, match=r"split list not found: .*test\.txt; lists in .*: \['trainval'\]"):
         VOCDetection(a, "test")
     with pytest.raises(ValueError, match="is not a VOC directory"):
         VOCDetection(tmp_path, "trainval")
