@@ -55,7 +55,10 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """Map ``(N, in_chans, H, W)`` to ``[(N, C_i, ceil(H / s_i), ceil(W / s_i))]`` for the selected taps."""
+        """Map ``(N, in_chans, H, W)`` to ``[(N, C_i, ceil(H / s_i), ceil(W / s_i))]`` for the selected taps.
+
+        ``x`` is a float tensor of the weights' dtype (uint8 images are refused, not converted: the scaling and
+        mean/std depend on the weights, see ``model.preprocessing``)."""
         if not torch.jit.is_scripting():
             self._check_input(x)
         taps = self.forward_taps(x)
@@ -69,6 +72,13 @@ class Backbone(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} expects input of shape (N, {self.in_chans}, H, W) "
                 f"(in_chans={self.in_chans}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{type(self).__name__} expects a float image tensor, got {x.dtype}: convert with "
+                             "x.float() / 255 and normalise as model.preprocessing says")
+        weight = next(self.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"input is {x.dtype} but the weights are {weight.dtype}: pass x.to({weight.dtype}) "
+                             f"(or convert the model with .to({x.dtype}))")
         min_size = max(self.strides)
         if min(x.shape[-2:]) < min_size:
             raise ValueError(

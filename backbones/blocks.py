@@ -86,7 +86,6 @@ class InvertedResidual(nn.Module):
                  act_layer: ActLayer = nn.ReLU6) -> None:
         super().__init__()
         mid_chs = in_chs * expand_ratio
-        self.expansion_channels = mid_chs
         self.expand = ConvNormAct(in_chs, mid_chs, act_layer=act_layer) if expand_ratio != 1 else None
         self.dw = ConvNormAct(mid_chs, mid_chs, 3, stride=stride, dilation=dilation, groups=mid_chs,
                               act_layer=act_layer)

@@ -22,11 +22,6 @@ class StagePlan:
     dilation: int
     out_stride: int
 
-    @property
-    def downsamples(self) -> bool:
-        """Whether the stage was meant to downsample (even if dilation now keeps the resolution)."""
-        return self.stride > 1 or self.first_dilation != self.dilation
-
 
 def plan_stages(stage_strides: Sequence[int], output_stride: int, input_stride: int) -> list[StagePlan]:
     """Plan the stages that follow a stem of stride ``input_stride``.

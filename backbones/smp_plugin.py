@@ -3,16 +3,23 @@
 ``import backbones`` adds each ``ld_*`` name to ``smp.encoders.encoders``, so
 ``smp.DeepLabV3Plus(encoder_name="ld_mobilenetv2_100", encoder_weights=None, encoder_output_stride=16)`` and
 every other smp architecture build on our backbones. The encoder is built already dilated (our ShuffleNetV1
-average-pool shortcuts included); smp's ``make_dilated`` only checks. smp downloads weights only from the
-Hugging Face hub, so local weights come in through :func:`load_encoder_weights`. All smp knowledge of the
-project lives here (DESIGN.md §5).
+average-pool shortcuts included); smp's ``make_dilated`` patches only ``nn.Conv2d`` and would miss those
+shortcuts, so here it only checks. All smp knowledge of the project lives here.
+
+Weights. smp's default ``encoder_weights="imagenet"`` works for every name with a named Hugging Face hub source
+(:data:`backbones.weights.PRETRAINED`): smp's hub download of those repos is routed through
+:func:`backbones.weights.download` (offline: our one-line :class:`~backbones.weights.DownloadError`), and the
+encoder's ``load_state_dict`` takes the file in any layout we read. Names without such weights fail with a line
+naming ``encoder_weights=None``; local files load with :func:`load_encoder_weights`.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 from collections.abc import Mapping
 
+import segmentation_models_pytorch.encoders as smp_encoders
 import torch
 from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from torch import Tensor, nn
@@ -23,7 +30,7 @@ from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import MobileNetV2
 from .registry import get_spec, list_backbones
 from .shufflenetv1 import ShuffleNetV1
-from .weights import adapt_input_conv, load_pretrained
+from .weights import PRETRAINED, adapt_input_conv, download, load_pretrained
 
 __all__ = ["SmpMobileNetV1", "SmpMobileNetV2", "SmpShuffleNetV1", "load_encoder_weights"]
 
@@ -78,6 +85,14 @@ class SmpEncoder:
                 new.weight.copy_(adapt_input_conv(old.weight, in_channels))
         self.stem.conv, self.in_chans = new, in_channels
 
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, also accepting every layout :mod:`backbones.weights` reads (smp hands the
+        hub file over as it is) and setting ``preprocessing`` for those."""
+        if "stem.conv.weight" in state_dict or not strict:
+            return super().load_state_dict(state_dict, strict, assign)
+        load_pretrained(self, state_dict)
+        return nn.modules.module._IncompatibleKeys([], [])
+
     def make_dilated(self, output_stride: int) -> None:
         """smp's dilation hook: the encoder was built at ``output_stride`` already, so this only checks."""
         if min(output_stride, 2 ** self.depth) != self.output_stride:
@@ -127,6 +142,42 @@ def load_encoder_weights(model: nn.Module, source: bool | str | os.PathLike | Ma
     return model
 
 
+NO_WEIGHTS = "lightdense-no-imagenet-weights/"  # repo ids of names without hub weights: never downloaded
+# Repo ids of names whose hub weights need another architecture than smp builds (it passes no act_layer).
+OTHER_ARCH = "lightdense-weights-need-other-architecture/"
+_SMP_HUB_DOWNLOAD = smp_encoders.hf_hub_download
+
+
+def _hub_source(name: str) -> str:
+    """The repo of ``name``'s first named hub source, or a ``NO_WEIGHTS`` / ``OTHER_ARCH`` marker."""
+    hub = [s for s in PRETRAINED.get(name, {}).values() if s.location.startswith("hf-hub:")]
+    if not hub:
+        return NO_WEIGHTS + name
+    spec = get_spec(name)
+    defaults = {k: p.default for k, p in inspect.signature(spec.cls.__init__).parameters.items()}
+    if any({**defaults, **spec.kwargs}.get(arg) != value for arg, value in hub[0].arch.items()):
+        return OTHER_ARCH + name
+    return hub[0].location.removeprefix("hf-hub:")
+
+
+def _hub_download(repo_id: str, filename: str, **kwargs: Any) -> str:
+    """smp's hub download: our encoders' repos go through :func:`backbones.weights.download`, others to smp's."""
+    if repo_id.startswith(NO_WEIGHTS):
+        name = repo_id.removeprefix(NO_WEIGHTS)
+        raise ValueError(f"encoder {name!r} has no ImageNet weights smp can download (encoder_weights='imagenet'); "
+                         f"pass encoder_weights=None and load a local file with "
+                         f"backbones.smp_plugin.load_encoder_weights(model, path)")
+    if repo_id.startswith(OTHER_ARCH):
+        name = repo_id.removeprefix(OTHER_ARCH)
+        arch = ", ".join(f"{k}={v!r}" for k, v in next(iter(PRETRAINED[name].values())).arch.items())
+        raise ValueError(f"the ImageNet weights of encoder {name!r} were trained with {arch}, which smp's native "
+                         f"encoders cannot be built with; use encoder_name='tu-{name}' with encoder_weights=True "
+                         "(timm builds it as its weights need)")
+    if any(_hub_source(name) == repo_id for name in PRETRAINED):
+        return str(download(f"hf-hub:{repo_id}", filename))
+    return _SMP_HUB_DOWNLOAD(repo_id, filename=filename, **kwargs)
+
+
 def _register() -> None:
     """Add every backbone to smp's encoder table once; a name smp already owns is an error, never replaced."""
     for name in list_backbones():
@@ -136,9 +187,10 @@ def _register() -> None:
             if entry["encoder"].__module__ != __name__:
                 raise RuntimeError(f"smp already has an encoder named {name!r}; refusing to overwrite it")
             continue
-        # smp fetches weights only from the HF hub: none are declared; see load_encoder_weights.
-        SMP_ENCODERS[name] = {"encoder": SMP_CLASSES[spec.cls], "pretrained_settings": {},
+        imagenet = {"repo_id": _hub_source(name), "revision": None}
+        SMP_ENCODERS[name] = {"encoder": SMP_CLASSES[spec.cls], "pretrained_settings": {"imagenet": imagenet},
                               "params": {**spec.kwargs, "name": name}}
+    smp_encoders.hf_hub_download = _hub_download
 
 
 _register()

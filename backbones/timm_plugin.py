@@ -5,7 +5,7 @@
 one checkpoint serves both. timm's feature taps are our taps that ``FeatureListNet`` can reach (top-level
 children, or one ``Sequential`` deep): the stage outputs at strides 2..32 (indices 0..4) and, for MobileNetV2,
 the 1280-channel ``head`` (index 5). MobileNetV2's SSDLite expansion tap is left out, keeping timm's convention
-that indices 0..4 are strides 2..32. All timm knowledge of the project lives here (DESIGN.md §4).
+that indices 0..4 are strides 2..32. All timm knowledge of the project lives here.
 
 No ``from __future__ import annotations`` here: torch.fx copies ``forward``'s annotations into the code it
 generates, and TorchScript must resolve them (timm's FX + TorchScript feature path).

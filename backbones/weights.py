@@ -78,13 +78,14 @@ class DownloadError(RuntimeError):
     """A named source, URL or hub file could not be fetched (offline, or not found there)."""
 
 
-def _download(location: str) -> Path:
-    """Fetch a URL (torch.hub cache) or an ``hf-hub:`` file; offline gives one clear RuntimeError."""
+def download(location: str, filename: str = "model.safetensors") -> Path:
+    """Fetch an http(s) URL (torch.hub cache) or the file ``filename`` of an ``hf-hub:<repo>`` id; offline or not
+    found there gives one :class:`DownloadError` line."""
     try:
         if location.startswith("hf-hub:"):
             from huggingface_hub import hf_hub_download
 
-            return Path(hf_hub_download(location[len("hf-hub:"):], "model.safetensors"))
+            return Path(hf_hub_download(location[len("hf-hub:"):], filename))
         name = location.rsplit("/", 1)[-1]
         path = Path(torch.hub.get_dir()) / "checkpoints" / name
         if not path.exists():
@@ -103,7 +104,7 @@ def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
     Training checkpoints are unwrapped (``state_dict``, ``model``, ``state_dict_ema``); non-tensor entries dropped.
     """
     text = str(source)
-    path = _download(text) if text.startswith(REMOTE_PREFIXES) else Path(source)
+    path = download(text) if text.startswith(REMOTE_PREFIXES) else Path(source)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path} (give a file path, an http(s) URL or a state dict)")
     try:
@@ -113,10 +114,20 @@ def read_checkpoint(source: str | os.PathLike) -> dict[str, Tensor]:
             obj = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise RuntimeError(f"could not read checkpoint {path}: {type(e).__name__}: {str(e)[:300]}. Expected a "
-                           "torch.save state dict (.pth/.pt/.bin) or a .safetensors file") from None
+    except Exception as e:  # torch, pickle, zipfile and safetensors each raise their own types
+        raise ValueError(f"could not read weights {path}: {load_error_reason(e)}; expected a torch.save state dict "
+                         "(.pth/.pt/.bin) or a .safetensors file") from None
     return unwrap(obj, str(path))
+
+
+def load_error_reason(error: Exception) -> str:
+    """Why a file did not load, in a few words (torch's own text advises ``weights_only=False``: never here)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in text:
+        return "it holds Python objects other than tensors and plain types, which are not loaded (unsafe)"
+    if isinstance(error, (EOFError, zipfile.BadZipFile)) or "EOF" in text or "zip archive" in text:
+        return "the file is empty or truncated"
+    return f"the file is corrupt or of another format ({type(error).__name__})"
 
 
 def unwrap(obj: object, what: str = "state dict") -> dict[str, Tensor]:
@@ -244,7 +255,12 @@ def load_pretrained(model: Backbone, source: bool | str | os.PathLike | Mapping[
     elif isinstance(source, str) and not os.path.exists(source) and not source.startswith(REMOTE_PREFIXES) and named:
         raise ValueError(f"{source!r} is neither a file nor a named source of {model.name} ({list(named)})")
     state_dict = unwrap(source) if isinstance(source, Mapping) else read_checkpoint(source)
-    layout, converted = _convert(model, state_dict, keep_classifier=False)
+    try:
+        layout, converted = _convert(model, state_dict, keep_classifier=False)
+    except ValueError as e:
+        if isinstance(source, Mapping):
+            raise
+        raise ValueError(f"weights {source}: {e}") from None
     model.load_state_dict(converted)
     model.preprocessing = preprocessing or _layout_preprocessing(model, layout)
     return model

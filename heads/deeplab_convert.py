@@ -3,11 +3,12 @@ mIoU 72.59 at 512x512) into our :class:`~heads.deeplabv3plus.Segmenter`.
 
 Their model, as published: MobileNetV2 ``features[:-1]`` in the flat layout under ``backbone.features.*`` (the
 1280ch conv dropped), low-level map = output of ``features[3]`` (24ch, stride 4), deep map = ``features[17]``
-(320ch). Output stride 16 (or 8) is reached by dilation exactly as our DESIGN rule: the first block of a stage that
-lost its stride keeps the previous dilation, the later blocks double it. ASPP rates ``(6, 12, 18) * 16 / os``; every
-head conv has a bias followed by a BN (``branch1..4``, ``branch5_conv/_bn`` on the image pool, ``conv_cat``,
-``shortcut_conv`` 1x1 -> 48, ``cat_conv`` two 3x3 of 256 with dropout 0.5 and 0.1 after them), ``cls_conv``
-keeps its bias, every resize is bilinear with ``align_corners=True``, concat order ``[aspp, low_level]``.
+(320ch). Output stride 16 (or 8) is reached by dilation exactly as :mod:`backbones.dilation` does it: the first
+block of a stage that lost its stride keeps the previous dilation, the later blocks double it. ASPP rates
+``(6, 12, 18) * 16 / os``; every head conv has a bias followed by a BN (``branch1..4``, ``branch5_conv/_bn`` on the
+image pool, ``conv_cat``, ``shortcut_conv`` 1x1 -> 48, ``cat_conv`` two 3x3 of 256 with dropout 0.5 and 0.1 after
+them), ``cls_conv`` keeps its bias, every resize is bilinear with ``align_corners=True``, concat order
+``[aspp, low_level]``.
 
 A conv bias before a BN folds into the BN exactly: ``BN(Wx + b)`` with running mean ``m`` equals ``BN(Wx)`` with
 running mean ``m - b`` (in training the batch mean absorbs ``b`` anyway). Their mid-decoder dropout (0.5) has no

@@ -106,6 +106,36 @@ class SSDDetector(SSD):
 
     head_name: str = "ssdlite"
 
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        """torchvision's ``SSD.forward`` after checking the inputs (a ValueError names the bad item)."""
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            self._check_inputs(images, targets)
+        return super().forward(images, targets)
+
+    @torch.jit.unused
+    def _check_inputs(self, images: list[Tensor] | Tensor, targets: list[dict[str, Tensor]] | None) -> None:
+        if len(images) == 0:
+            raise ValueError("no images: pass a list of (3, H, W) float RGB tensors in [0, 1]")
+        for i, image in enumerate(images):
+            if image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"image {i} has shape {tuple(image.shape)}; expected (3, H, W) RGB (grey: "
+                                 "image.expand(3, -1, -1); RGBA: image[:3])")
+            if not image.is_floating_point():
+                raise ValueError(f"image {i} is {image.dtype}; expected float RGB in [0, 1] (image.float() / 255)")
+        if targets is None:
+            return
+        if len(targets) != len(images):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets: pass one target dict per image")
+        num_classes = self.head.classification_head.num_columns
+        for i, target in enumerate(targets):
+            labels = target["labels"]
+            bad = labels[(labels < 1) | (labels >= num_classes)]
+            if bad.numel():
+                raise ValueError(f"target {i} has labels {bad.tolist()}; valid labels are 1..{num_classes - 1} "
+                                 "(0 is the background)")
+            if len(labels) != len(target["boxes"]):
+                raise ValueError(f"target {i} has {len(target['boxes'])} boxes but {len(labels)} labels")
+
     @torch.no_grad()
     def predict_raw(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor]:
         """Raw class logits ``(N, A, K)`` and decoded boxes ``(N, A, 4)``, xyxy in pixels of the resized input.

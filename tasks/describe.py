@@ -5,6 +5,11 @@ Each backbone is built on the meta device, so no weights are allocated.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a file (`python tasks/describe.py`): make the repository importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 

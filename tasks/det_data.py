@@ -1,4 +1,4 @@
-"""PASCAL VOC detection data: XML annotations, box validation and the dataset (DESIGN §8).
+"""PASCAL VOC detection data: XML annotations, box validation and the dataset.
 
 Coordinates. VOC ``<bndbox>`` values are 1-based, inclusive pixel indices: a box covering a whole W x H image is
 ``xmin=1, ymin=1, xmax=W, ymax=H``. We convert once, while parsing, to 0-based continuous pixel-edge coordinates
@@ -8,8 +8,9 @@ live in ``[0, W] x [0, H]`` like torchvision's, and IoU without the devkit's ``+
 
 Validation happens once, when the dataset is built, so a bad file fails at start-up naming the file and the
 object, never as a NaN loss hours later: unknown class names, non-numeric, inverted (``xmin > xmax``) or
-completely out-of-image boxes raise :class:`AnnotationError`; boxes that only stick out of the image are
-clipped to it (the fix is unambiguous) and counted in :attr:`VOCDetection.num_clipped`.
+completely out-of-image boxes and ``<difficult>`` values other than 0/1 raise :class:`AnnotationError`; boxes that
+only stick out of the image are clipped to it (the fix is unambiguous) and counted in
+:attr:`VOCDetection.num_clipped`. :meth:`VOCDetection.verify` checks every image header before training.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
-"""The 20 VOC classes; label ``i + 1`` is ``VOC_CLASSES[i]`` (0 is background)."""
+from tasks.engine import progress
+from tasks.voc import VOC_CLASSES, check_image, image_size
+from tasks.voc import read_image as read_image_array
+from tasks.voc import read_split as read_split_file
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +64,14 @@ def _number(obj: ET.Element, tag: str, where: str) -> float:
     return value
 
 
+def _flag(obj: ET.Element, tag: str, where: str) -> bool:
+    """A VOC 0/1 flag such as ``<difficult>`` (absent means 0); anything else is an error, not a silent 0."""
+    text = (obj.findtext(tag) or "0").strip()
+    if text not in ("0", "1"):
+        raise AnnotationError(f"{where}: <{tag}> is {text!r}, expected 0 or 1")
+    return text == "1"
+
+
 def _image_size(root: ET.Element, xml_path: Path, image_path: Path) -> tuple[int, int]:
     """(width, height) from ``<size>``, or from the image header when ``<size>`` is missing or zero."""
     try:
@@ -75,8 +82,7 @@ def _image_size(root: ET.Element, xml_path: Path, image_path: Path) -> tuple[int
         return width, height
     if not image_path.is_file():
         raise AnnotationError(f"{xml_path}: no usable <size> and no image at {image_path}")
-    with Image.open(image_path) as img:
-        return img.size
+    return image_size(image_path)
 
 
 def _parse_box(obj: ET.Element, where: str, width: int, height: int) -> tuple[list[float], bool]:
@@ -122,7 +128,7 @@ def parse_annotation(
         box, clipped = _parse_box(obj, where, width, height)
         boxes.append(box)
         labels.append(class_names.index(name) + 1)
-        difficult.append(obj.findtext("difficult", "0").strip() == "1")
+        difficult.append(_flag(obj, "difficult", where))
         num_clipped += clipped
     record = VOCRecord(
         image_path=image_path,
@@ -136,19 +142,13 @@ def parse_annotation(
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as uint8 RGB ``(3, H, W)`` (PIL decodes: torchvision.io decoding is deprecated in 0.29)."""
-    with Image.open(path) as img:
-        array = np.array(img.convert("RGB"))
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """An image file as uint8 RGB ``(3, H, W)``; unreadable files raise naming the file."""
+    return torch.from_numpy(read_image_array(path)).permute(2, 0, 1).contiguous()
 
 
 def read_split(root: str | Path, split: str) -> list[str]:
     """Image ids listed in ``<root>/ImageSets/Main/<split>.txt``."""
-    path = Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        found = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
-        raise ValueError(f"split file {path} not found; splits under {path.parent}: {found or 'none'}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return read_split_file(Path(root) / "ImageSets" / "Main" / f"{split}.txt")
 
 
 class VOCDetection(torch.utils.data.Dataset):
@@ -209,6 +209,12 @@ class VOCDetection(torch.utils.data.Dataset):
             records.append(record)
             self.num_clipped += clipped
         return records
+
+    def verify(self, *, show_progress: bool = False) -> None:
+        """Check every image before training: the file exists, its header decodes, and its size is the annotated
+        one (PIL reads headers only, so this is fast; pixels are decoded when an image is loaded)."""
+        for record in progress(self.records, enabled=show_progress, desc="checking images"):
+            check_image(record.image_path, size=(record.width, record.height))
 
     def __len__(self) -> int:
         return len(self.records)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torchvision.ops import box_iou
+
+from tasks.engine import all_gather_objects
 
 TP, FP, IGNORED = 1, 0, -1
 
@@ -133,11 +134,8 @@ class VOCAccumulator:
                 self.num_gt[label - 1] += int((~g_diff[g]).sum())
 
     def sync(self) -> None:
-        """Merge what every process collected (all_gather_object); a no-op without a process group."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        parts: list = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (self.scores, self.flags, self.num_gt))
+        """Merge what every process collected; a no-op without a process group."""
+        parts = all_gather_objects((self.scores, self.flags, self.num_gt))
         self.scores = [sum((p[0][k] for p in parts), []) for k in range(len(self.class_names))]
         self.flags = [sum((p[1][k] for p in parts), []) for k in range(len(self.class_names))]
         self.num_gt = np.sum([p[2] for p in parts], axis=0)

@@ -1,62 +1,66 @@
-"""Run a trained detector on images: one JSON with every detection, and a PNG per image with boxes drawn.
+"""Run a trained detector on images: one JSON with every detection, and a picture per image with boxes drawn.
 
-    python -m tasks.det_predict runs/det/best.pt photo.jpg more_photos/ --out predictions/
+    python -m tasks.det_predict runs/det_voc/best.pt photo.jpg more_photos/ --out predictions/
 
-Boxes are ``[x0, y0, x1, y1]`` in 0-based pixel-edge coordinates of the input image (a box covering the
-whole image is ``[0, 0, W, H]``; see :mod:`tasks.det_data`); ``score`` is the softmax class probability.
+Boxes are ``[x0, y0, x1, y1]`` in 0-based pixel-edge coordinates of the input image (a box covering the whole
+image is ``[0, 0, W, H]``; see :mod:`tasks.det_data`); ``score`` is the softmax class probability. Output names stay
+unique (see :mod:`tasks.engine.files`), and no existing file is replaced.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import torch
-from torch import nn
+if not __package__:  # run as a file (`python tasks/det_predict.py`): make the repository importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from PIL import Image
 
 from tasks.det_data import read_image
-from tasks.det_eval import load_detector
+from tasks.det_eval import predict
+from tasks.det_model import load_model
 from tasks.det_visualize import draw_detections
-from tasks.engine import list_images
-from tasks.engine.cli import run
+from tasks.engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
+from tasks.engine.cli import add_predict_arguments, run
+from tasks.engine.files import output_stems, refuse_existing
 
-@torch.no_grad()
-def predict(model: nn.Module, image: torch.Tensor, *, min_score: float) -> dict[str, torch.Tensor]:
-    """Detections for one uint8 ``(3, H, W)`` image scoring at least ``min_score``, boxes in its pixels."""
-    device = next(model.parameters()).device
-    out = model([image.to(device).float() / 255])[0]
-    keep = out["scores"] >= min_score
-    return {k: v[keep].cpu() for k, v in out.items()}
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
-    p = argparse.ArgumentParser(prog="python -m tasks.det_predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", type=Path, help="best.pt / last.pt written by tasks.det_train")
-    p.add_argument("images", nargs="+", help="image files and/or directories of images")
-    p.add_argument("--out", type=Path, default=Path("predictions"), help="directory for the JSON and PNGs")
+    p = argparse.ArgumentParser(prog="python -m tasks.det_predict", description=__doc__.splitlines()[0])
+    add_predict_arguments(p)
     p.add_argument("--score-thresh", type=float, default=0.3, help="keep detections scoring at least this")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-png", action="store_true", help="write only predictions.json")
     args = p.parse_args(argv)
     if not 0 <= args.score_thresh <= 1:
-        p.error(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
-    model, config = load_detector(args.checkpoint, device=args.device)
-    names = config["class_names"]
-    args.out.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
+    images = list_images(args.inputs)
+    json_path = Path(args.out) / "predictions.json"
+    drawings = [s.with_name(s.name + ".png") for s in output_stems(images, args.out)] if args.visualize else []
+    refuse_existing([json_path, *drawings])
+    info = setup_distributed(args.device)
+    set_cpu_threads(info, threads=args.threads)
+    model, ckpt = load_model(args.model, device=info.device)
+    names, precision = ckpt["class_names"], Precision(info.device, amp=args.amp)
     results: dict[str, list[dict]] = {}
-    for path in list_images(args.images):
+    for i, path in enumerate(progress(images, enabled=args.progress, desc="predict")):
         image = read_image(path)
-        det = predict(model, image, min_score=args.score_thresh)
+        det = predict(model, [image.float() / 255], precision=precision)[0]
+        keep = det["scores"] >= args.score_thresh
+        det = {k: v[keep] for k, v in det.items()}
         results[str(path)] = [
             {"box": [round(v, 2) for v in box], "score": round(score, 4), "label": label, "class": names[label - 1]}
             for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist())
         ]
-        if not args.no_png:
+        if drawings:
+            drawings[i].parent.mkdir(parents=True, exist_ok=True)
             drawn = draw_detections(image, det, names, min_score=args.score_thresh)
-            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(args.out / f"{path.stem}.png")
-    (args.out / "predictions.json").write_text(json.dumps(results, indent=1))
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(drawings[i])
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1))
     print(f"{sum(map(len, results.values()))} detections in {len(results)} images -> {args.out}")
     return results
 

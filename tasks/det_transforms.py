@@ -2,7 +2,7 @@
 
 The SSD recipe: photometric distortion, zoom out ("expansion") onto a canvas up to 4x larger filled with the
 mean colour, a crop whose IoU with some object is at least one of {0.1, 0.3, 0.5, 0.7, 0.9} (or no crop),
-horizontal flip, resize to the network input. albumentations 2.x has no min-IoU crop sampler (DESIGN §7), so
+horizontal flip, resize to the network input. albumentations 2.x has no min-IoU crop sampler, so
 the whole pipeline is ``torchvision.transforms.v2``: one library, one box convention (XYXY pixel edges).
 ``SanitizeBoundingBoxes`` runs last and removes boxes the crop pushed out or shrank below ``min_size``
 together with their ``labels`` and ``difficult`` flags, so no degenerate box reaches the loss.

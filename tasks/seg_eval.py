@@ -1,39 +1,46 @@
 """Evaluate a segmenter on full-resolution images: mIoU, per-class IoU, pixel accuracy; prediction overlays.
 
-Usage: ``python -m tasks.seg_eval --checkpoint runs/seg_voc/best.pt --data-root .../VOC2012``.
+    python -m tasks.seg_eval runs/seg_voc/best.pt                       # the run's own val split
+    python -m tasks.seg_eval runs/seg_voc/best.pt --data-root VOCdevkit/VOC2012 --split val --json scores.json
+
 Each image is run at its own size (batch 1 by default; larger batches are padded with ignored pixels), never
-centre-cropped, as the VOC benchmark scores it (DESIGN §8).
+centre-cropped: the VOC benchmark scores full images, and a centre crop inflates mIoU. Under torchrun every process
+scores a disjoint shard and the confusion matrices are summed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+if not __package__:  # run as a file (`python tasks/seg_eval.py`): make the repository importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .engine import (DistInfo, Precision, cleanup_distributed, eval_shard, progress, save_panels, set_cpu_threads,
-                     setup_distributed)
-from .engine.cli import run
-from .seg_metrics import ConfusionMatrix, SegScores
-from .seg_model import inference_transform, load_model
-from .seg_transforms import pad_collate
-from .seg_voc import VOCSegmentation, voc_palette
+from tasks.engine import (DistInfo, Precision, cleanup_distributed, progress, save_panels, set_cpu_threads,
+                          setup_distributed)
+from tasks.engine.cli import add_eval_arguments, run
+from tasks.engine.files import refuse_existing
+from tasks.engine.metrics_log import write_json
+from tasks.engine.sampler import eval_loader as shard_loader
+from tasks.seg_data import VOCSegmentation, voc_palette
+from tasks.seg_metrics import ConfusionMatrix, SegScores
+from tasks.seg_model import inference_transform, load_model
+from tasks.seg_transforms import pad_collate
 
 __all__ = ["eval_loader", "evaluate", "predict", "save_overlays", "main"]
 
 
-def eval_loader(dataset: VOCSegmentation, dist: DistInfo, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
-    """This rank's disjoint share of ``dataset`` (no padding duplicates, so summed counts are exact)."""
-    shard = eval_shard(len(dataset), dist.rank, dist.world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=shard,
-                      num_workers=workers, persistent_workers=workers > 0, collate_fn=pad_collate,
-                      pin_memory=dist.device.type == "cuda")
+def eval_loader(dataset: VOCSegmentation, info: DistInfo, *, batch_size: int = 1, workers: int = 0) -> DataLoader:
+    """This rank's disjoint share of ``dataset``, padded batches (see :func:`tasks.seg_transforms.pad_collate`)."""
+    return shard_loader(dataset, rank=info.rank, world_size=info.world_size, batch_size=batch_size, workers=workers,
+                        collate_fn=pad_collate, pin_memory=info.device.type == "cuda")
 
 
 @torch.no_grad()
@@ -79,36 +86,27 @@ def _format(scores: SegScores, class_names: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> SegScores:
-    p = argparse.ArgumentParser(prog="python -m tasks.seg_eval", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="last.pt or best.pt written by tasks.seg_train")
-    p.add_argument("--data-root", help="VOC2012 folder (default: the one the checkpoint was trained with)")
-    p.add_argument("--split", default="val", help="ImageSets/Segmentation list to score")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (padded to the largest)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: cores - workers)")
-    p.add_argument("--output", help="also write the scores as JSON here")
+    p = argparse.ArgumentParser(prog="python -m tasks.seg_eval", description=__doc__.splitlines()[0])
+    add_eval_arguments(p)
     args = p.parse_args(argv)
-    dist = setup_distributed(args.device)
-    set_cpu_threads(dist, threads=args.threads, workers=args.workers)
-    model, ckpt = load_model(args.checkpoint, device=dist.device)
-    config = ckpt["model_config"]
-    data_root = args.data_root or ckpt.get("data_root")
-    if not data_root:
-        p.error("--data-root is required: the checkpoint does not record its data folder")
-    dataset = VOCSegmentation(data_root, args.split, num_classes=config["num_classes"],
-                              transform=inference_transform(ckpt["preprocessing"]))
-    precision = Precision(dist.device, amp=args.amp)
-    scores = evaluate(model, eval_loader(dataset, dist, batch_size=args.batch_size, workers=args.workers),
-                      num_classes=config["num_classes"], precision=precision, show_progress=dist.is_main)
-    cleanup_distributed()
-    names = ckpt.get("class_names") or [str(i) for i in range(config["num_classes"])]
-    if dist.is_main:
-        print(_format(scores, names))
-    if args.output and dist.is_main:
-        Path(args.output).write_text(json.dumps(scores.as_dict(names), indent=2))
+    if args.json:
+        refuse_existing([args.json])
+    info = setup_distributed(args.device)
+    set_cpu_threads(info, threads=args.threads, workers=args.workers)
+    try:
+        model, ckpt = load_model(args.model, device=info.device)
+        num_classes, data = ckpt["model_config"]["num_classes"], ckpt["data"]
+        dataset = VOCSegmentation(args.data_root or data["root"], args.split or data["val_split"],
+                                  num_classes=num_classes, transform=inference_transform(ckpt["preprocessing"]))
+        loader = eval_loader(dataset, info, batch_size=args.batch_size, workers=args.workers)
+        scores = evaluate(model, loader, num_classes=num_classes, precision=Precision(info.device, amp=args.amp),
+                          show_progress=info.is_main and args.progress)
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        print(_format(scores, ckpt["class_names"]))
+        if args.json:
+            write_json(args.json, scores.as_dict(ckpt["class_names"]))
     return scores
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .engine import all_reduce_sum
-from .seg_voc import IGNORE_INDEX
+from tasks.engine import all_reduce_sum
+from tasks.seg_data import IGNORE_INDEX
 
 __all__ = ["ConfusionMatrix", "SegScores"]
 

@@ -1,27 +1,29 @@
-"""Building the segmenter from run settings, and rebuilding it from a checkpoint for evaluation/prediction.
+"""The segmenter of a run: settings -> model, and a checkpoint -> the same model for evaluation or prediction.
 
-A checkpoint stores the settings that shape the model and its input preprocessing under ``"model_config"``,
-so ``seg_eval``/``seg_predict`` need only the checkpoint file.
+A checkpoint stores what shapes the model under ``"model_config"`` and how to normalise its inputs under
+``"preprocessing"`` (the backbone weights' mean/std, colour order and input range), so ``seg_eval``, ``seg_predict``
+and ``export`` need only the file. The twin for detection is :mod:`tasks.det_model`.
 """
 
 from __future__ import annotations
 
 import os
+from argparse import Namespace
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
-from backbones.weights import IMAGENET, Preprocessing
+from backbones.weights import IMAGENET
 from heads import create_segmenter
+from tasks.engine.cli import pretrained_arg
+from tasks.engine.resume import read_task_checkpoint
+from tasks.seg_transforms import SegTransform, eval_transform
 
-from .engine import load_checkpoint
-from .engine.cli import pretrained_arg
-from .seg_transforms import SegTransform, eval_transform
-
-__all__ = ["model_config", "build_model", "load_model", "preprocessing_of", "inference_transform"]
+__all__ = ["build_model", "inference_transform", "load_model", "model_config", "preprocessing_of"]
 
 
-def model_config(args) -> dict:
+def model_config(args: Namespace) -> dict:
     """The plain-type settings that determine the model's shapes (stored in every checkpoint)."""
     return {"backbone": args.backbone, "num_classes": args.num_classes, "output_stride": args.output_stride,
             "head_channels": args.head_channels, "separable": bool(args.separable)}
@@ -37,8 +39,7 @@ def build_model(config: dict, *, pretrained: str | None = None, freeze_bn: bool 
 
 def preprocessing_of(model: nn.Module) -> dict:
     """The input normalisation of the backbone's weights (ImageNet when none were loaded), as plain types."""
-    pre: Preprocessing = getattr(model.backbone, "preprocessing", None) or IMAGENET
-    return {"mean": list(pre.mean), "std": list(pre.std), "color": pre.color, "input_range": pre.input_range}
+    return asdict(getattr(model.backbone, "preprocessing", None) or IMAGENET)
 
 
 def inference_transform(preprocessing: dict) -> SegTransform:
@@ -47,14 +48,13 @@ def inference_transform(preprocessing: dict) -> SegTransform:
 
 
 def load_model(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model of a training checkpoint (``last.pt``/``best.pt``) in eval mode.
+    """Rebuild the model of a ``tasks.seg_train`` checkpoint (``last.pt``/``best.pt``) in eval mode.
 
     Returns:
-        ``(model, checkpoint)``; ``checkpoint["model_config"]`` and ``["preprocessing"]`` describe it.
+        ``(model, checkpoint)``; ``checkpoint["model_config"]``, ``["preprocessing"]``, ``["class_names"]`` and
+        ``["data"]`` describe it.
     """
-    checkpoint = load_checkpoint(path)
-    if "model_config" not in checkpoint or "model" not in checkpoint:
-        raise ValueError(f"{path} is not a tasks.seg_train checkpoint (no 'model_config'/'model' entries)")
+    checkpoint = read_task_checkpoint(path, "seg", purpose="used as a segmentation model")
     model = build_model(checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint

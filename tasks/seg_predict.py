@@ -1,26 +1,34 @@
-"""Write VOC-palette PNG masks for a folder (or list) of images with a trained segmenter.
+"""Write VOC-palette PNG masks for images (files and/or folders) with a trained segmenter.
 
-    python -m tasks.seg_predict --checkpoint runs/seg_voc/best.pt --input photos/ --output masks/
+    python -m tasks.seg_predict runs/seg_voc/best.pt photos/ more/img.jpg --out masks/
 
-Each ``<name>.<ext>`` gives ``<name>.png``: a palette PNG of class indices at the image's own resolution (the
-format of VOC's SegmentationClass, so it reads back as labels); ``--overlay`` also writes ``<name>_overlay.jpg``.
+Each image ``<name>.<ext>`` gives ``<name>.png``, a palette PNG of class indices at the image's own resolution (the
+format of VOC's SegmentationClass, so it reads back as labels), and with ``--visualize`` (the default)
+``<name>_overlay.jpg``. Output names stay unique (see :mod:`tasks.engine.files`), and no existing file is replaced.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+if not __package__:  # run as a file (`python tasks/seg_predict.py`): make the repository importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 from PIL import Image
 
-from .engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
-from .engine.cli import run
-from .seg_eval import predict
-from .seg_model import inference_transform, load_model
-from .seg_voc import read_image, voc_palette
+from tasks.engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
+from tasks.engine.cli import add_predict_arguments, run
+from tasks.engine.files import output_stems, refuse_existing
+from tasks.seg_data import voc_palette
+from tasks.seg_eval import predict
+from tasks.seg_model import inference_transform, load_model
+from tasks.voc import read_image
 
-__all__ = ["write_mask", "main"]
+__all__ = ["main", "write_mask"]
+
 
 def write_mask(labels: np.ndarray, path: str | Path) -> Path:
     """Save ``(H, W)`` class indices as a VOC palette PNG."""
@@ -37,34 +45,29 @@ def _overlay(image: np.ndarray, labels: np.ndarray, path: Path, *, alpha: float 
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    p = argparse.ArgumentParser(prog="python -m tasks.seg_predict", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by tasks.seg_train")
-    p.add_argument("--input", required=True, nargs="+", help="image files and/or folders of images")
-    p.add_argument("--output", required=True, help="folder for the PNG masks (created)")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg (image blended with mask)")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default on CPU: all cores)")
+    p = argparse.ArgumentParser(prog="python -m tasks.seg_predict", description=__doc__.splitlines()[0])
+    add_predict_arguments(p)
     args = p.parse_args(argv)
-    dist = setup_distributed(args.device)
-    set_cpu_threads(dist, threads=args.threads)
-    device = dist.device
-    model, ckpt = load_model(args.checkpoint, device=device)
+    images = list_images(args.inputs)
+    stems = output_stems(images, args.out)
+    masks = [s.with_name(s.name + ".png") for s in stems]
+    overlays = [s.with_name(s.name + "_overlay.jpg") for s in stems] if args.visualize else []
+    refuse_existing([*masks, *overlays])
+    info = setup_distributed(args.device)
+    set_cpu_threads(info, threads=args.threads)
+    model, ckpt = load_model(args.model, device=info.device)
     transform = inference_transform(ckpt["preprocessing"])
-    precision = Precision(device, amp=args.amp)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in progress(list_images(args.input), enabled=True, desc="predict"):
+    precision = Precision(info.device, amp=args.amp)
+    for i, path in enumerate(progress(images, enabled=args.progress, desc="predict")):
         image = read_image(path)
         sample = transform(image=image, mask=np.zeros(image.shape[:2], np.uint8))
         labels = predict(model, sample["image"][None], precision=precision)[0].cpu().numpy()
-        written.append(write_mask(labels, out / f"{path.stem}.png"))
-        if args.overlay:
-            _overlay(image, labels, out / f"{path.stem}_overlay.jpg")
-    print(f"wrote {len(written)} masks to {out}")
-    return written
+        masks[i].parent.mkdir(parents=True, exist_ok=True)
+        write_mask(labels, masks[i])
+        if overlays:
+            _overlay(image, labels, overlays[i])
+    print(f"wrote {len(masks)} masks{' and overlays' if overlays else ''} to {args.out}")
+    return masks
 
 
 if __name__ == "__main__":

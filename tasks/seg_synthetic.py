@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .seg_voc import IGNORE_INDEX, voc_palette
+from tasks.seg_data import IGNORE_INDEX, voc_palette
 
 __all__ = ["SYNTHETIC_CLASSES", "make_synthetic_voc"]
 

@@ -2,8 +2,10 @@
 
 Training (DeepLab recipe): random scale 0.5-2.0 -> normalise -> pad to the crop size (image 0, i.e. the mean
 colour after normalising; mask 255 = ignore) -> random crop -> horizontal flip. Evaluation only normalises:
-val images keep their full resolution (DESIGN §8). albumentations 2.x ignores unknown 1.x arguments with a
-warning, so every pipeline is built with ``strict=True`` and pads with ``fill``/``fill_mask`` (DESIGN §7).
+val images keep their full resolution, as the VOC benchmark scores them (a centre crop would inflate mIoU).
+albumentations 2.x ignores unknown 1.x arguments with a mere warning (``PadIfNeeded(value=, mask_value=)`` would
+silently pad masks with 0, turning the ignore region into background), so every pipeline is built with
+``strict=True`` and pads with ``fill``/``fill_mask``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .seg_voc import IGNORE_INDEX
+from backbones.weights import IMAGENET
+from tasks.seg_data import IGNORE_INDEX
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SegTransform", "train_transform", "eval_transform", "pad_collate"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["SegTransform", "train_transform", "eval_transform", "pad_collate"]
 
 
 class SegTransform:
@@ -57,7 +57,7 @@ def _check_color(color: str) -> bool:
 
 
 def train_transform(crop_size: int, *, scale_range: tuple[float, float] = (0.5, 2.0), hflip: float = 0.5,
-                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, color: str = "RGB",
+                    mean: Sequence[float] = IMAGENET.mean, std: Sequence[float] = IMAGENET.std, color: str = "RGB",
                     input_range: float = 1.0) -> SegTransform:
     """Random scale, normalise, pad (image 0 / mask 255), random ``crop_size`` square crop, flip.
 
@@ -79,7 +79,7 @@ def train_transform(crop_size: int, *, scale_range: tuple[float, float] = (0.5, 
     return SegTransform(pipeline, bgr=_check_color(color))
 
 
-def eval_transform(*, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+def eval_transform(*, mean: Sequence[float] = IMAGENET.mean, std: Sequence[float] = IMAGENET.std,
                    color: str = "RGB", input_range: float = 1.0) -> SegTransform:
     """Normalisation only: evaluation runs on the full-resolution image."""
     return SegTransform(A.Compose([_normalize(mean, std, input_range)], strict=True), bgr=_check_color(color))

@@ -49,6 +49,8 @@ def test_one_based_inclusive_boxes_become_pixel_edges(tmp_path):
         (_object("dog", ("nan", 5, 9, 9)), r"object 1 \(dog\): <bndbox/xmin> is 'nan', expected a finite number"),
         (_object("dog", ("", 5, 9, 9)), r"object 1 \(dog\): <bndbox/xmin> is '', expected a number"),
         ("<object><name>dog</name></object>", r"object 1 \(dog\): missing <bndbox>"),
+        (_object("dog", (1, 1, 5, 5), difficult="yes"), r"object 1 \(dog\): <difficult> is 'yes', expected 0 or 1"),
+        (_object("dog", (1, 1, 5, 5), difficult=2), r"object 1 \(dog\): <difficult> is '2', expected 0 or 1"),
     ],
 )
 def test_bad_objects_name_file_and_object(tmp_path, obj, match):
@@ -79,7 +81,7 @@ def test_several_roots_and_missing_split(tmp_path):
     a = _voc(tmp_path / "VOC2007", {"x": [_object("car", (1, 1, 9, 9))]}, split="trainval")
     b = _voc(tmp_path / "VOC2012", {"y": [_object("bus", (1, 1, 9, 9))]}, split="trainval")
     assert [r.image_id for r in VOCDetection([a, b], "trainval").records] == ["x", "y"]
-    with pytest.raises(ValueError, match=r"test\.txt not found; splits under .*: \['trainval'\]"):
+    with pytest.raises(FileNotFoundError, match=r"split list not found: .*test\.txt; lists in .*: \['trainval'\]"):
         VOCDetection(a, "test")
     with pytest.raises(ValueError, match="is not a VOC directory"):
         VOCDetection(tmp_path, "trainval")

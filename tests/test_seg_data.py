@@ -11,7 +11,7 @@ from PIL import Image
 
 from tasks.engine import list_images
 from tasks.seg_transforms import eval_transform, pad_collate, train_transform
-from tasks.seg_voc import IGNORE_INDEX, VOCSegmentation, read_label, voc_palette
+from tasks.seg_data import IGNORE_INDEX, VOCSegmentation, read_label, voc_palette
 
 
 def _write_label(path: Path, label: np.ndarray, *, mode: str = "P") -> None:

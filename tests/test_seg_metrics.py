@@ -9,7 +9,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from tasks.seg_metrics import ConfusionMatrix
-from tasks.seg_voc import IGNORE_INDEX
+from tasks.seg_data import IGNORE_INDEX
 
 NUM_CLASSES = 6
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.seg_synthetic import SYNTHETIC_CLASSES, make_synthetic_voc
-from tasks.seg_voc import IGNORE_INDEX, VOCSegmentation
+from tasks.seg_data import IGNORE_INDEX, VOCSegmentation
 
 
 @pytest.fixture(scope="module")

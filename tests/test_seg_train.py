@@ -19,7 +19,7 @@ from tasks.engine import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "ld_mobilenetv2_035", "--head-channels", "16", "--crop-size", "48", "--batch-size", "4",
-        "--synthetic-images", "8", "4", "--workers", "0", "--no-progress", "--threads", "1", "--overlays", "2"]
+        "--synthetic-images", "8", "4", "--workers", "0", "--no-progress", "--threads", "1", "--num-visualize", "2"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,18 +37,20 @@ def test_run_writes_outputs_that_eval_and_predict_reproduce(tmp_path):
     summary = _train(tmp_path / "run", "--iters", "4")
     run = tmp_path / "run"
     assert summary["iterations"] == 4
-    assert {"last.pt", "best.pt", "metrics.jsonl", "curves.png", "overlays.png"} <= {p.name for p in run.iterdir()}
+    assert {"last.pt", "best.pt", "metrics.jsonl", "curves.png", "overlays.png", "results.json"} <= \
+        {p.name for p in run.iterdir()}
     val = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "val"]
     assert [r["step"] for r in val] == [2, 4]
     best_row = max(val, key=lambda r: r["miou"])  # the first of equal scores
     best = load_checkpoint(run / "best.pt")
     assert best["iteration"] == best_row["step"] and best["model_config"]["num_classes"] == 5
-    scores = seg_eval.main(["--checkpoint", str(run / "best.pt"), "--workers", "0", "--output", str(run / "s.json")])
+    scores = seg_eval.main([str(run / "best.pt"), "--workers", "0", "--json", str(run / "s.json")])
     assert scores.miou == pytest.approx(best_row["miou"], abs=1e-12)
     assert json.loads((run / "s.json").read_text())["miou"] == scores.miou
     images = run / "data" / "VOC2012" / "JPEGImages"
-    written = seg_predict.main(["--checkpoint", str(run / "best.pt"), "--input", str(images / "synth_val_00000.jpg"),
-                                str(images / "synth_val_00001.jpg"), "--output", str(run / "pred"), "--overlay"])
+    written = seg_predict.main([str(run / "best.pt"), str(images / "synth_val_00000.jpg"),
+                                str(images / "synth_val_00001.jpg"), "--out", str(run / "pred")])
+    assert (run / "pred" / "synth_val_00000_overlay.jpg").is_file()
     for mask_path in written:
         with Image.open(mask_path) as mask, Image.open(images / f"{mask_path.stem}.jpg") as image:
             assert mask.mode == "P" and mask.size == image.size
@@ -76,7 +78,8 @@ def test_existing_run_needs_resume_with_the_same_model(tmp_path):
     _train(tmp_path / "run", "--iters", "1")
     with pytest.raises(ValueError, match="already holds a run"):
         _train(tmp_path / "run", "--iters", "2")
-    with pytest.raises(ValueError, match="pass the same model options"):
+    with pytest.raises(ValueError, match=r"trained with other settings: --iters 2 \(checkpoint: 1\); "
+                                         r"--output-stride 8 \(checkpoint: 16\)"):
         _train(tmp_path / "run", "--iters", "2", "--resume", "--output-stride", "8")
 
 

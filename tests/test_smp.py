@@ -117,3 +117,41 @@ assert sorted(n for n in smp.encoders.encoders if n.startswith("ld_")) == names
 """
     result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_smp_default_imagenet_weights_load_through_our_loader(monkeypatch, tmp_path):
+    """smp's default encoder_weights="imagenet": the named hub source, in timm's layout, reaches our converter."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("mobilenetv2_100", pretrained=False)
+    save_file(reference.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    asked = []
+
+    def hub(repo_id: str, filename: str, **kwargs) -> str:
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", hub)
+    model = smp.Unet(MNV2, classes=2)  # encoder_weights="imagenet" is smp's default
+    assert ("timm/mobilenetv2_100.ra_in1k", "model.safetensors") in asked
+    expected = create_backbone(MNV2, pretrained=str(tmp_path / "model.safetensors")).state_dict()
+    got = model.encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert model.encoder.preprocessing.mean == (0.485, 0.456, 0.406)
+
+
+def test_smp_default_weights_fail_clearly_offline_or_when_there_are_none(monkeypatch):
+    from backbones.weights import DownloadError
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
+    with pytest.raises(DownloadError, match="could not download hf-hub:timm/mobilenetv2_100.ra_in1k .*local path"):
+        smp.Unet(MNV2)
+    with pytest.raises(ValueError, match="'ld_shufflenetv1_g3_050' has no ImageNet weights .*encoder_weights=None"):
+        smp.Unet(SNV1)
+    with pytest.raises(ValueError, match="'ld_mobilenetv1_100' were trained with act_layer='relu6'.*'tu-"):
+        smp.Unet("ld_mobilenetv1_100")  # smp builds it with the default ReLU

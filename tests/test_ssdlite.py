@@ -137,3 +137,30 @@ def test_converter_rejects_other_layouts():
         load_pytorch_ssd({**ref_sd, "extras.4.conv.0.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match="shape mismatch"):
         load_pytorch_ssd(ref_sd, num_classes=21)
+
+
+@pytest.mark.parametrize("images,targets,match", [
+    ([], None, "no images"),
+    ([torch.rand(1, 64, 64)], None, r"image 0 has shape \(1, 64, 64\); expected \(3, H, W\)"),
+    ([torch.rand(3, 64, 64), torch.rand(4, 64, 64)], None, r"image 1 has shape \(4, 64, 64\)"),
+    ([torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)], None, "image 0 is torch.uint8; expected float"),
+    ([torch.rand(3, 64, 64)] * 2, [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([1])}],
+     "2 images but 1 targets"),
+    ([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([0])}],
+     r"target 0 has labels \[0\]; valid labels are 1..4 \(0 is the background\)"),
+    ([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([5])}],
+     r"target 0 has labels \[5\]; valid labels are 1..4"),
+])
+def test_detector_inputs_are_checked_naming_the_item(images, targets, match):
+    model = create_detector("ld_mobilenetv2_035", 5, size=64)
+    with pytest.raises(ValueError, match=match):
+        model(images, targets)
+
+
+@pytest.mark.parametrize("dtype,match", [(torch.uint8, "expects a float image tensor, got torch.uint8"),
+                                         (torch.float64, "input is torch.float64 but the weights are torch.float32")])
+def test_backbone_refuses_other_dtypes_clearly(dtype, match):
+    from backbones import create_backbone
+
+    with pytest.raises(ValueError, match=match):
+        create_backbone("ld_shufflenetv1_g3_050")(torch.zeros(1, 3, 64, 64, dtype=dtype))

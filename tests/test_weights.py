@@ -126,10 +126,33 @@ def test_family_and_key_mismatch(tv_model) -> None:
         create_backbone("ld_mobilenetv2_100", pretrained={"foo.weight": torch.zeros(1)})
 
 
+class _NotATensor:
+    pass
+
+
+def _unreadable_files(tmp_path):
+    from safetensors.torch import save_file
+
+    (tmp_path / "random.pth").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"state_dict": _NotATensor()}, tmp_path / "pickled_object.pth")
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{oops")
+    save_file({"foo.weight": torch.zeros(2)}, tmp_path / "wrong_keys.safetensors")
+    return {"random.pth": "corrupt or of another format", "empty.pth": "empty or truncated",
+            "pickled_object.pth": "Python objects other than tensors", "garbage.safetensors": "corrupt",
+            "wrong_keys.safetensors": "unrecognised checkpoint layout"}
+
+
+def test_unreadable_weight_files_fail_in_one_line_without_unsafe_advice(tmp_path) -> None:
+    for name, reason in _unreadable_files(tmp_path).items():
+        with pytest.raises(ValueError) as info:
+            create_backbone("ld_mobilenetv2_100", pretrained=str(tmp_path / name))
+        message = str(info.value)
+        assert reason in message and "\n" not in message and "weights_only" not in message, message
+        assert name in message, message
+
+
 def test_corrupt_and_missing_files(tmp_path) -> None:
-    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(RuntimeError, match="could not read checkpoint .*bad.pth"):
-        create_backbone("ld_mobilenetv2_100", pretrained=str(tmp_path / "bad.pth"))
     with pytest.raises(ValueError, match="neither a file nor a named source"):
         create_backbone("ld_mobilenetv2_100", pretrained=str(tmp_path / "absent.pth"))
     with pytest.raises(ValueError, match="checkpoint not found"):

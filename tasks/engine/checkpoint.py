@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from backbones.weights import load_error_reason
+
 __all__ = ["atomic_save", "load_checkpoint", "CheckpointManager"]
 
 
@@ -47,7 +49,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/unsafe pickles
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        raise ValueError(f"cannot read checkpoint {path}: {load_error_reason(e)}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
@@ -59,14 +61,24 @@ class CheckpointManager:
     Args:
         directory: where checkpoints go (created if missing).
         mode: "max" if a larger metric is better (mIoU, mAP), "min" for losses.
+        clean: remove leftovers of interrupted writes now (the process that writes checkpoints).
     """
 
-    def __init__(self, directory: str | os.PathLike, *, mode: str = "max") -> None:
+    def __init__(self, directory: str | os.PathLike, *, mode: str = "max", clean: bool = False) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.directory = Path(directory)
         self.mode = mode
         self.best = -math.inf if mode == "max" else math.inf
+        if clean:
+            self.remove_partial_writes()
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete temporary files that a kill during :func:`atomic_save` left behind; returns them."""
+        leftovers = [p for name in ("last.pt", "best.pt") for p in self.directory.glob(f".{name}.*.tmp")]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
 
     @property
     def last_path(self) -> Path:

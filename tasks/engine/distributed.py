@@ -9,11 +9,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "barrier", "all_reduce_sum", "broadcast_object",
-           "set_cpu_threads"]
+from .amp import Precision
+
+__all__ = ["DistInfo", "all_gather_objects", "all_reduce_sum", "barrier", "cleanup_distributed", "set_cpu_threads",
+           "setup_distributed", "wrap_model"]
+
+# How long a collective waits for the other processes: a frozen rank fails the job after this instead of hanging it
+# for the backend default (30 min for gloo).
+DEFAULT_TIMEOUT_S = {"cpu": 300.0, "cuda": 1800.0}
 
 
 @dataclass(frozen=True)
@@ -52,11 +62,12 @@ def _env_int(name: str) -> int | None:
         raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
 
 
-def setup_distributed(device: str | None = None) -> DistInfo:
+def setup_distributed(device: str | None = None, *, timeout: float | None = None) -> DistInfo:
     """Join the process group torchrun describes, or describe a single process.
 
     Args:
         device: "cpu", "cuda" or None (CUDA when available). The backend is nccl on CUDA, gloo on CPU.
+        timeout: seconds a collective may wait for the other processes (default ``DEFAULT_TIMEOUT_S``).
 
     Returns:
         The DistInfo of this process; on CUDA the current device is set to ``cuda:local_rank``.
@@ -65,7 +76,8 @@ def setup_distributed(device: str | None = None) -> DistInfo:
         raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
     use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available (torch.cuda.is_available() is "
+                         "False); use --device cpu")
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     local_rank = _env_int("LOCAL_RANK") or 0
@@ -75,8 +87,9 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
+        seconds = DEFAULT_TIMEOUT_S[dev.type] if timeout is None else timeout
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
-                                device_id=dev if use_cuda else None)
+                                device_id=dev if use_cuda else None, timeout=timedelta(seconds=seconds))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
@@ -99,13 +112,24 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(obj: object, *, src: int = 0) -> object:
-    """Return rank ``src``'s ``obj`` on every process (the identity for a single process)."""
+def all_gather_objects(obj: object) -> list[object]:
+    """Every process's ``obj``, in rank order (``[obj]`` for a single process)."""
     if not dist.is_initialized():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
+        return [obj]
+    parts: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def wrap_model(model: nn.Module, info: DistInfo, precision: Precision, *, sync_bn: bool = True) -> nn.Module:
+    """The one DDP wrap of both trainers: SyncBatchNorm (CUDA only: torch has no CPU kernel for it), then the
+    device and memory format, then ``DistributedDataParallel`` when launched by torchrun."""
+    if info.distributed and sync_bn and info.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = precision.prepare_model(model)
+    if info.distributed:
+        model = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+    return model
 
 
 def set_cpu_threads(info: DistInfo, *, threads: int | None = None, workers: int = 0) -> int:

@@ -1,16 +1,19 @@
-"""Run records: a JSON-lines metrics log, optional TensorBoard, and tqdm progress bars on rank 0 only."""
+"""Run records: a JSON-lines metrics log, optional TensorBoard, and progress on rank 0 only (tqdm bars in a
+terminal; plain lines otherwise, since tqdm's carriage returns pile up into one huge line in log files)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["MetricsLog", "progress", "read_metrics"]
+__all__ = ["MetricsLog", "json_safe", "progress", "read_metrics", "write_json"]
 
 
 def _plain(value: object) -> object:
@@ -20,6 +23,28 @@ def _plain(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     return value
+
+
+def json_safe(value: object) -> object:
+    """``value`` with tensors as numbers and NaN/inf as ``None`` (JSON has no NaN: a class absent from a split has
+    no score, ``null``), recursively through dicts and lists."""
+    value = _plain(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, obj: object) -> Path:
+    """Write ``obj`` as indented, valid JSON (see :func:`json_safe`) atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -65,12 +90,12 @@ class MetricsLog:
         """Record ``metrics`` (numbers, lists, tensors) for ``split`` ("train", "val", ...) at ``step``."""
         if not self.enabled:
             return
-        row = {"split": split, "step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        row = json_safe({"split": split, "step": int(step), **metrics})
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, allow_nan=False) + "\n")
         if self._writer is not None:
             for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                if isinstance(value, (int, float)) and key != "step":
                     self._writer.add_scalar(f"{split}/{key}", value, step)
 
     def close(self) -> None:
@@ -81,7 +106,33 @@ class MetricsLog:
 
 def progress(iterable: Iterable, *, enabled: bool, total: int | None = None, desc: str = "",
              initial: int = 0) -> Iterator | Iterable:
-    """A tqdm bar over ``iterable`` when ``enabled`` (rank 0, interactive), the bare iterable otherwise."""
+    """``iterable`` with progress when ``enabled`` (rank 0): a tqdm bar if stderr is a terminal, else a plain line
+    about every tenth of ``total`` (``initial`` items were done before)."""
     if not enabled:
         return iterable
-    return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, leave=False)
+    if sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, leave=False)
+    return _lines(iterable, total=total if total is not None else _len(iterable), desc=desc, initial=initial)
+
+
+def _len(iterable: Iterable) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _lines(iterable: Iterable, *, total: int | None, desc: str, initial: int, min_seconds: float = 10.0) -> Iterator:
+    """Yield from ``iterable``, printing ``desc: done/total (rate)`` at tenths of ``total`` at most every
+    ``min_seconds``, and once at the end when the loop took that long."""
+    every = max(1, total // 10) if total else 100
+    start = last = time.perf_counter()
+    done = initial
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if (done % every == 0 and now - last >= min_seconds) or (done == total and now - start >= min_seconds):
+            last = now
+            rate = (done - initial) / max(now - start, 1e-9)
+            print(f"{desc}: {done}/{total if total else '?'} ({rate:.2f}/s)", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["param_groups", "poly_lr_scheduler"]
+__all__ = ["build_optimizer", "build_scheduler", "cosine_scheduler", "param_groups", "poly_lr_scheduler"]
 
 
 def _split_decay(named: Iterable[tuple[str, nn.Parameter]]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -88,3 +88,24 @@ def cosine_scheduler(optimizer: torch.optim.Optimizer, *, total_iters: int, warm
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (it - warmup_iters) / (total_iters - warmup_iters))))
 
     return LambdaLR(optimizer, factor)
+
+
+def build_optimizer(model: nn.Module, *, name: str, lr: float, momentum: float, weight_decay: float,
+                    backbone_lr_mult: float = 1.0, decay_norm_and_bias: bool = True) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``) or AdamW over :func:`param_groups`."""
+    groups = param_groups(model, lr=lr, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
+                          decay_norm_and_bias=decay_norm_and_bias)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, *, name: str, total_iters: int, warmup_iters: int) -> LambdaLR:
+    """The ``poly`` (power 0.9) or ``cosine`` schedule with linear warmup, stepped every iteration."""
+    if name == "poly":
+        return poly_lr_scheduler(optimizer, total_iters=total_iters, warmup_iters=warmup_iters)
+    if name == "cosine":
+        return cosine_scheduler(optimizer, total_iters=total_iters, warmup_iters=warmup_iters)
+    raise ValueError(f"schedule must be 'poly' or 'cosine', got {name!r}")

@@ -9,14 +9,14 @@ size, rank ``r`` takes positions ``r, r + world_size, ...``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .rng import derive_seed
 
-__all__ = ["SeededShardSampler"]
+__all__ = ["SeededShardSampler", "eval_loader", "eval_shard"]
 
 
 class SeededShardSampler(Sampler[tuple[int, int]]):
@@ -69,3 +69,14 @@ class SeededShardSampler(Sampler[tuple[int, int]]):
 def eval_shard(n: int, rank: int, world_size: int) -> list[int]:
     """This process's disjoint, unpadded share of ``n`` evaluation samples (padding would count some twice)."""
     return list(range(rank, n, world_size))
+
+
+def eval_loader(dataset: Dataset, *, rank: int, world_size: int, batch_size: int, workers: int,
+                collate_fn: Callable | None = None, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over this process's :func:`eval_shard` of ``dataset``, in order.
+
+    It has its own generator, so evaluating in the middle of a run draws nothing from the global RNG (exact resume).
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=eval_shard(len(dataset), rank, world_size),
+                      num_workers=workers, persistent_workers=workers > 0, collate_fn=collate_fn,
+                      pin_memory=pin_memory, generator=torch.Generator())

@@ -1,12 +1,12 @@
-"""PASCAL VOC 2012 semantic segmentation data in its published layout, with labels checked as they load.
+"""PASCAL VOC 2012 semantic segmentation data in its published layout, with every file checked before training.
 
-Layout (DESIGN §8)::
+Layout::
 
     VOC2012/JPEGImages/<id>.jpg
     VOC2012/SegmentationClass/<id>.png          palette PNG: class index per pixel, 255 = boundary / ignore
-    VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
-    SBD augmentation (optional): <sbd-root>/SegmentationClassAug/<id>.png (grey-level indices) and
-    <sbd-root>/train_aug.txt (10,582 ids; must not contain val ids)
+    VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt   (1,464 train / 1,449 val)
+    SBD augmentation (optional, Hariharan et al. 2011): <sbd-root>/SegmentationClassAug/<id>.png (grey-level
+    indices) and <sbd-root>/train_aug.txt (10,582 ids; must not contain val ids)
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["IGNORE_INDEX", "VOC_CLASSES", "voc_palette", "read_split", "read_image", "read_label", "VOCSegmentation"]
+from tasks.engine import progress
+from tasks.voc import VOC_CLASSES, check_image, image_size, read_image, read_split
+
+
+__all__ = ["CLASS_NAMES", "IGNORE_INDEX", "voc_palette", "read_label", "VOCSegmentation"]
 
 IGNORE_INDEX = 255
-VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
+CLASS_NAMES = ("background", *VOC_CLASSES)
+"""The 21 segmentation classes: index 0 is background, 255 is ignored."""
 
 
 def voc_palette() -> np.ndarray:
@@ -36,28 +39,6 @@ def voc_palette() -> np.ndarray:
             bit = (idx >> (channel + 3 * shift)) & 1
             palette[:, channel] |= (bit << (7 - shift)).astype(np.uint8)
     return palette
-
-
-def read_split(path: str | os.PathLike) -> list[str]:
-    """Image ids listed one per line in an ImageSets file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split list not found: {path}")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise ValueError(f"split list {path} is empty")
-    return ids
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An RGB image ``(H, W, 3)`` uint8; a missing or unreadable file raises naming it."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except OSError as e:
-        raise ValueError(f"cannot decode image {path}: {e}") from e
 
 
 def read_label(path: str | os.PathLike, *, num_classes: int) -> np.ndarray:
@@ -129,6 +110,13 @@ class VOCSegmentation(Dataset):
         if missing:
             raise FileNotFoundError(f"{len(missing)} files of split {self.split!r} are missing, e.g. "
                                     + ", ".join(missing[:5]))
+
+    def verify(self, *, show_progress: bool = False) -> None:
+        """Check every listed image and label before training: both headers decode (PIL reads headers only, so this
+        is fast) and each label has its image's size. Label values are checked when a label is read."""
+        for image_id in progress(self.ids, enabled=show_progress, desc=f"checking {self.split}"):
+            size = image_size(self.image_path(image_id))
+            check_image(self.label_path(image_id), size=size, what="label")
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "JPEGImages" / f"{image_id}.jpg"

@@ -1,0 +1,97 @@
+"""The task command lines: one vocabulary for both trainers, per-mode defaults, and what --help says."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import det_config, seg_config
+from tasks.engine.cli import add_trainer_arguments
+
+TASKS = {"seg": seg_config, "det": det_config}
+
+
+def _parse(task: str, *argv: str, out: str | None = None):
+    args, state = TASKS[task].parse_args([*argv, "--out", out or "/nonexistent/run"])
+    assert state is None
+    return args
+
+
+def test_voc_defaults_follow_the_published_recipes():
+    seg = _parse("seg", "--data-root", "VOC2012")
+    assert (seg.batch_size, seg.iters, seg.epochs, seg.lr, seg.crop_size, seg.output_stride, seg.schedule) == \
+        (16, 30000, None, 0.01, 513, 16, "poly")
+    assert (seg.num_classes, seg.train_split, seg.momentum, seg.weight_decay, seg.pretrained) == \
+        (21, "train", 0.9, 1e-4, "default")
+    assert _parse("seg", "--data-root", "VOC2012", "--sbd-root", "SBD").train_split == "train_aug"
+    det = _parse("det", "--data-root", "VOC2007", "VOC2012")
+    assert (det.size, det.batch_size, det.epochs, det.iters, det.lr, det.optimizer, det.schedule) == \
+        (320, 32, 200, None, 0.01, "sgd", "cosine")
+    assert (det.train_split, det.val_split, det.val_root, det.pretrained, det.warmup_epochs) == \
+        ("trainval", "test", "VOC2007", "default", 1.0)
+
+
+def test_sample_data_defaults_and_explicit_values_win():
+    seg = _parse("seg")
+    assert (seg.backbone, seg.epochs, seg.iters, seg.separable, seg.synthetic_images) == \
+        ("ld_mobilenetv2_050", 30, None, True, (240, 60))
+    seg = _parse("seg", "--iters", "7", "--crop-size", "64", "--no-separable")
+    assert (seg.iters, seg.epochs, seg.crop_size, seg.separable) == (7, None, 64, False)
+    assert _parse("seg", "--data-root", "x", "--epochs", "3").iters is None
+    det = _parse("det", "--iters", "50", "--warmup-iters", "5")
+    assert (det.iters, det.epochs, det.warmup_iters, det.warmup_epochs, det.optimizer) == (50, None, 5, None, "adamw")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_both_trainers_share_every_common_option(task):
+    import argparse
+
+    shared = argparse.ArgumentParser()
+    add_trainer_arguments(shared, data_root_help="x")
+    names = {a.dest for a in shared._actions} - {"help"}
+    parser = TASKS[task].build_parser()
+    assert names <= {a.dest for a in parser._actions}
+    for flag in ("--pretrained", "--iters", "--epochs", "--stop-after", "--eval-interval", "--resume",
+                 "--num-visualize", "--threads", "--backbone-lr-mult", "--sync-bn"):
+        assert flag in parser.format_help()
+
+
+def test_backbone_lr_follows_pretrained():
+    assert _parse("seg", "--data-root", "x").backbone_lr_mult == 0.1
+    assert _parse("seg", "--data-root", "x", "--pretrained", "none").backbone_lr_mult == 1.0
+    assert _parse("seg", "--pretrained", "weights.pth").backbone_lr_mult == 0.1
+    assert _parse("seg", "--data-root", "x", "--backbone-lr-mult", "0.5").backbone_lr_mult == 0.5
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_help_shows_the_default_of_each_mode(task):
+    text = " ".join(TASKS[task].build_parser().format_help().split())
+    lr = {"seg": "(default with --data-root: 0.01; without: 0.05)", "det": "(default with --data-root: 0.01; "
+                                                                          "without: 0.003)"}[task]
+    assert lr in text
+    assert "(default: 0.9)" in text  # --momentum, the same in both modes
+
+
+@pytest.mark.parametrize("task,argv,match", [
+    ("seg", ["--iters", "5", "--epochs", "2"], "give --iters or --epochs, not both"),
+    ("det", ["--warmup-iters", "5", "--warmup-epochs", "2"], "give --warmup-iters or --warmup-epochs, not both"),
+    ("seg", ["--num-classes", "3"], "sample data has 5 classes"),
+    ("det", ["--max-zoom-out", "0.5"], "--max-zoom-out must be >= 1"),
+])
+def test_bad_combinations_raise_naming_the_options(task, argv, match):
+    with pytest.raises(ValueError, match=match):
+        _parse(task, *argv)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("argv,match", [
+    (["--lr", "0"], "argument --lr: must be positive, got 0"),
+    (["--lr", "-1"], "argument --lr: must be positive, got -1"),
+    (["--batch-size", "0"], "argument --batch-size: must be positive"),
+    (["--weight-decay", "-0.1"], "argument --weight-decay: must be >= 0"),
+    (["--workers", "-1"], "argument --workers: must be >= 0"),
+    (["--backbone", "resnet50"], "argument --backbone: invalid choice"),
+])
+def test_bad_values_exit_naming_the_flag(task, argv, match, capsys):
+    with pytest.raises(SystemExit):
+        _parse(task, *argv)
+    assert match in capsys.readouterr().err
