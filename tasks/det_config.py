@@ -19,8 +19,8 @@ from tasks.engine.cli import TRAINER_COMMON, Defaults, Derived, add_trainer_argu
 __all__ = ["DEFAULTS", "build_parser", "parse_args"]
 
 DEFAULTS = Defaults(
-    common={**TRAINER_COMMON, "schedule": "cosine", "backbone_lr_mult": 1.0, "photometric": True, "coco": True,
-            "train_difficult": False, "warmup_epochs": 1.0,
+    common={**TRAINER_COMMON, "head": "ssdlite", "schedule": "cosine", "backbone_lr_mult": 1.0, "photometric": True,
+            "coco": True, "train_difficult": False, "warmup_epochs": 1.0,
             "val_root": Derived(lambda args: args.data_root[0] if args.data_root else None,
                                 "the first --data-root")},
     modes={
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--photometric", action=argparse.BooleanOptionalAction, help="random photometric distortion")
     data.add_argument("--iou-crop", action=argparse.BooleanOptionalAction, help="SSD min-IoU random crop")
     model.add_argument("--size", type=positive(int), help="square input side (300 or 320 for VOC)")
+    model.add_argument("--head", choices=("ssdlite", "ssd"),
+                       help="ssdlite: separable extras and predictors (MobileNetV2 §6.2); ssd: plain convs (SSD300)")
     run_.add_argument("--coco", action=argparse.BooleanOptionalAction,
                       help="also score COCO-style mAP@[.5:.95] (torchmetrics + pycocotools)")
     DEFAULTS.annotate(p)

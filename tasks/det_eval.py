@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     set_cpu_threads(info, threads=args.threads, workers=args.workers)
     try:
         model, ckpt = load_model(args.model, device=info.device)
-        names, data = ckpt["class_names"], ckpt["data"]
+        names, data = ckpt["class_names"], ckpt["data"] or {}
+        if not (args.data_root or data) or not (args.split or data):
+            raise ValueError(f"{args.model} records no dataset (a converted checkpoint): pass --data-root and --split")
         dataset = VOCDetection(args.data_root or data["val_root"], args.split or data["val_split"],
                                transforms=eval_transforms(), class_names=names)
         dataset.verify(show_progress=info.is_main and args.progress)

@@ -99,3 +99,30 @@ def test_two_process_ddp_on_cpu(tmp_path):
     rows = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
     assert [r["split"] for r in rows] == ["train", "val"]  # rank 0 alone writes the log
     assert 0 <= rows[-1]["map07"] <= 1 and 0 <= rows[-1]["coco_map"] <= 1  # VOC and torchmetrics both gathered
+
+
+@pytest.mark.parametrize("head", ["ssd", "ssdlite"])
+def test_mobilenetv1_with_either_head_trains_and_evaluates(tmp_path, head):
+    out = tmp_path / head
+    metrics = _run(out, "--backbone", "ld_mobilenetv1_025", "--head", head, "--iters", "2", "--no-coco",
+                   "--num-visualize", "0")  # the last --backbone wins over TINY's
+    state = load_checkpoint(out / "last.pt")
+    assert state["model_config"]["head"] == head and state["model_config"]["backbone"] == "ld_mobilenetv1_025"
+    again = det_eval.main([str(out / "last.pt"), "--workers", "0", "--no-coco"])
+    assert again["map07"] == pytest.approx(metrics["map07"], abs=1e-6, nan_ok=True)
+
+
+def test_det_eval_scores_a_pytorch_ssd_checkpoint(tmp_path):
+    """A qfgaohao/pytorch-ssd mb1-ssd file is converted on load; it records no data, so --data-root is needed."""
+    from tasks.det_synthetic import make_synthetic_voc
+
+    from pytorch_ssd_reference import RefMB1SSD
+
+    torch.manual_seed(0)
+    torch.save(RefMB1SSD(21, lite=False).state_dict(), tmp_path / "mb1-ssd.pth")
+    voc = make_synthetic_voc(tmp_path / "voc", num_train=2, num_val=3)
+    with pytest.raises(ValueError, match="records no dataset .*pass --data-root and --split"):
+        det_eval.main([str(tmp_path / "mb1-ssd.pth")])
+    metrics = det_eval.main([str(tmp_path / "mb1-ssd.pth"), "--data-root", str(voc), "--split", "val",
+                             "--workers", "0", "--no-coco"])
+    assert 0 <= metrics["map07"] <= 1 and len(metrics["ap07"]) == 20

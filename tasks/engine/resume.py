@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 
-__all__ = ["MAY_DIFFER", "RUN_FILES", "plain", "plain_args", "read_task_checkpoint", "start_or_resume"]
+__all__ = ["MAY_DIFFER", "RUN_FILES", "check_task_checkpoint", "plain", "plain_args", "read_task_checkpoint",
+           "start_or_resume"]
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 MAY_DIFFER = frozenset({
@@ -89,7 +90,11 @@ def start_or_resume(args: argparse.Namespace, *, task: str) -> dict | None:
 def read_task_checkpoint(path: str | Path, task: str, *, purpose: str) -> dict:
     """A training checkpoint of ``task`` (``"seg"``/``"det"``); another task's or a foreign file is refused, the
     message saying what it is instead and what it was needed for (``purpose``, e.g. "evaluated by tasks.seg_eval")."""
-    state = load_checkpoint(path)
+    return check_task_checkpoint(load_checkpoint(path), path, task, purpose=purpose)
+
+
+def check_task_checkpoint(state: dict, path: str | Path, task: str, *, purpose: str) -> dict:
+    """``state`` if it is a training checkpoint of ``task``; else the ValueError of :func:`read_task_checkpoint`."""
     kind = state.get("task")
     if kind != task or "model" not in state or "model_config" not in state:
         found = (f"a {TASK_NAMES[kind]} checkpoint" if kind in TASK_NAMES else
