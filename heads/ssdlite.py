@@ -69,13 +69,13 @@ class SSDLiteFeatures(nn.Module):
         self.extras = nn.ModuleList(extras)
         self.out_channels = [*backbone.channels, *(out for _, out in extra_channels)]
 
-    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:  # TorchScript knows no OrderedDict annotation
         maps = self.backbone(x)
         x = maps[-1]
         for extra in self.extras:
             x = extra(x)
             maps.append(x)
-        return OrderedDict((str(i), m) for i, m in enumerate(maps))
+        return OrderedDict([(str(i), m) for i, m in enumerate(maps)])
 
 
 def _predictors(in_channels: Sequence[int], out_channels: Sequence[int], *, pointwise_last: bool) -> nn.ModuleList:
