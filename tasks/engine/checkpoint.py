@@ -47,10 +47,19 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/unsafe pickles
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        raise ValueError(f"cannot read checkpoint {path}: {_reason(e)}") from e
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
+
+
+def _reason(error: Exception) -> str:
+    """One line of what torch.load said: the unpickler's own complaint rather than its advice paragraphs."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    marker = next((i for i, line in enumerate(lines) if line.endswith("WeightsUnpickler error:")), None)
+    if marker is not None and marker + 1 < len(lines):
+        return f"not a plain-tensor checkpoint ({lines[marker + 1]})"
+    return lines[0].split(". ")[0] if lines else type(error).__name__
 
 
 class CheckpointManager:
