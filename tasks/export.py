@@ -5,7 +5,8 @@
     python -m tasks.export ld_mobilenetv2_100 --pretrained default --format torchscript --out mnv2.pt
 
 The file appears at ``--out`` only after its check passed: ONNX Runtime (CPU), or the reloaded TorchScript module,
-against eager PyTorch on real images of the checkpoint's validation data (a random image for a bare backbone).
+against eager PyTorch on real images of the checkpoint's validation data (a random image for a bare backbone,
+or when that data is gone).
 fp32 passes when the max abs difference is at most ``1e-4 x max(1, largest |eager output|)``, with integer outputs
 (detector labels, counts) equal. INT8 passes when at least 80% of the eager predictions survive: pixels keeping
 their class, or detections scoring >= 0.3 matched by one of the same class with IoU >= 0.5. ``--int8`` calibrates
@@ -39,18 +40,20 @@ INT8_AGREEMENT = 0.8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tasks.export", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m tasks.export", description=__doc__.split("\n\n")[0])
     p.add_argument("model", metavar="MODEL", help="best.pt/last.pt of tasks.seg_train or tasks.det_train, or a "
                                                   "backbone name (a bare feature extractor)")
     p.add_argument("--format", required=True, help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--out", required=True, type=Path, help="file to write (never overwritten)")
     p.add_argument("--int8", action="store_true", help="ONNX Runtime static INT8 quantization (QDQ)")
-    p.add_argument("--calibration-images", type=int, default=100, help="training images to calibrate INT8 on")
-    p.add_argument("--detector-output", default="nms", help=f"detector graph outputs: {', '.join(DETECTOR_OUTPUTS)}")
+    p.add_argument("--calibration-images", type=int, default=100, help="training images to calibrate INT8 on "
+                                                                         "(default: 100)")
+    p.add_argument("--detector-output", default="nms", help=f"detector graph outputs: {', '.join(DETECTOR_OUTPUTS)} "
+                                                            "(default: nms)")
     p.add_argument("--data-root", help="data folder for the check and calibration (default: the checkpoint's)")
     p.add_argument("--pretrained", help="backbone name only: none | default | a named source | path | URL")
-    p.add_argument("--output-stride", type=int, default=32, choices=(8, 16, 32), help="backbone name only")
+    p.add_argument("--output-stride", type=int, default=32, choices=(8, 16, 32),
+                   help="backbone name only (default: 32)")
     p.add_argument("--threads", type=int, help="CPU threads of PyTorch and ONNX Runtime (default: all cores)")
     return p
 
@@ -71,11 +74,18 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _check_images(target: ExportTarget) -> list[Tensor]:
-    """Two validation images of the task's data, else (bare backbone) one random image."""
-    if target.images is not None:
-        return target.images("val", 2)
-    print("no task data for a bare backbone: checking on a random 1x3x224x192 image")
-    return [torch.randn(1, 3, 224, 192, generator=torch.Generator().manual_seed(0))]
+    """Two validation images of the task's data; a random image for a bare backbone or when the data is gone."""
+    try:
+        if target.images is not None:
+            return target.images("val", 2)
+        reason = "no task data for a bare backbone"
+    except FileNotFoundError as e:
+        reason = f"{e} (--data-root gives the check real images)"
+    print(f"{reason}: checking on a random 1x3x224x192 image")
+    generator = torch.Generator().manual_seed(0)
+    if target.kind == "detector":  # RGB in [0, 1]
+        return [torch.rand(1, 3, 224, 192, generator=generator)]
+    return [torch.randn(1, 3, 224, 192, generator=generator)]
 
 
 def _calibration_images(target: ExportTarget, count: int) -> list[Tensor]:
@@ -135,7 +145,8 @@ def _check_int8(target: ExportTarget, images: list[Tensor], path: Path) -> None:
                              "written")
 
 
-def _write_onnx(target: ExportTarget, path: Path, args: argparse.Namespace, images: list[Tensor]) -> None:
+def _write_onnx(target: ExportTarget, path: Path, args: argparse.Namespace, images: list[Tensor],
+                calibration: list[Tensor]) -> None:
     fp32 = path.with_name(path.stem + ".fp32.onnx") if args.int8 else path
     export_onnx(target.module, target.example(), fp32, output_names=target.output_names,
                 dynamic_hw=target.dynamic_hw, dynamic_outputs=target.dynamic_outputs, metadata=target.metadata)
@@ -143,7 +154,7 @@ def _write_onnx(target: ExportTarget, path: Path, args: argparse.Namespace, imag
     _check_fp32("ONNX Runtime fp32", target, images, lambda x: session.run(None, {"images": x.numpy()}))
     if not args.int8:
         return
-    report = quantize_int8(fp32, path, _calibration_images(target, args.calibration_images))
+    report = quantize_int8(fp32, path, calibration)
     import onnx
 
     proto = onnx.load(str(path))
@@ -161,11 +172,12 @@ def main(argv: list[str] | None = None) -> Path:
     set_cpu_threads(setup_distributed("cpu"), threads=args.threads)
     target = load_target(args.model, detector_output=args.detector_output, data_root=args.data_root,
                          pretrained=args.pretrained, output_stride=args.output_stride)
+    calibration = _calibration_images(target, args.calibration_images) if args.int8 else []
     images = _check_images(target)
     with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / args.out.name
         if args.format == "onnx":
-            _write_onnx(target, staged, args, images)
+            _write_onnx(target, staged, args, images, calibration)
         else:
             export_torchscript(target.module, staged, metadata=target.metadata)
             module = load_torchscript(staged)[0]
