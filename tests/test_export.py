@@ -37,12 +37,7 @@ SEG_HEAD = dict(aspp_channels=16, decoder_channels=16, separable=True)
 ONE_THREAD = ["--threads", "1"]  # the command's default (all cores) crawls on a loaded 2-core machine
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomized(model: nn.Module, seed: int = 0) -> nn.Module:
