@@ -4,7 +4,8 @@ script, the metadata written with it, and real images of the task's data (for th
 Exported inputs: a segmenter or backbone takes ``images (N, 3, H, W)`` already normalized as the checkpoint's
 preprocessing says (the tensors ``seg_eval`` feeds the PyTorch model); a detector takes RGB in [0, 1] of any size
 and resizes and normalizes inside (the images ``det_eval`` feeds torchvision's SSD), see
-:class:`tasks.det_deploy.DeployableDetector`.
+:class:`tasks.det_deploy.DeployableDetector`. Metadata ``data`` records where the checkpoint's data was (roots
+and splits), so evaluating the exported file can default to it as evaluating the checkpoint does.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _segmenter(model: nn.Module, checkpoint: dict, data_root: str | None) -> Exp
     metadata = {"kind": "segmenter", "input": _input_meta(NORMALIZED), "preprocessing": checkpoint["preprocessing"],
                 "outputs": [{"name": "logits", "shape": ["N", config["num_classes"], "H", "W"]}],
                 "class_names": checkpoint.get("class_names") or [str(i) for i in range(config["num_classes"])],
-                "model_config": config}
+                "model_config": config, "data": {"root": root, **{f"{k}_split": v for k, v in splits.items()}}}
     return ExportTarget("segmenter", model, ["logits"], True, metadata,
                         _sampler(dataset, lambda s: s["image"][None]) if root else None,
                         dynamic_outputs={"logits": {2: "H", 3: "W"}})
@@ -117,7 +118,9 @@ def _detector(model: nn.Module, checkpoint: dict, data_root: str | None, output:
                      "color": "RGB", "input_range": 1.0, "resize": [h, w], "inside_graph": True}
     metadata = {"kind": "detector", "input": _input_meta(values), "preprocessing": preprocessing,
                 "outputs": _detector_outputs(output, module), "class_names": list(config["class_names"]),
-                "model_config": config, "detector_output": output, "postprocess": module.postprocess_options()}
+                "model_config": config, "detector_output": output, "postprocess": module.postprocess_options(),
+                "data": {"train_roots": [str(r) for r in train_roots], "val_root": val_root and str(val_root),
+                         "train_split": args.get("train_split", "train"), "val_split": args.get("val_split", "val")}}
     sample = _sampler(dataset, lambda s: s[0].as_subclass(Tensor)[None]) if val_root else None
     return ExportTarget("detector", module, OUTPUT_NAMES[output], True, metadata, sample,
                         dynamic_outputs={} if output == "raw" else {"boxes": {1: "D"}, "scores": {1: "D"},

@@ -22,10 +22,10 @@ METADATA_FILE = "lightdense.json"
 
 def export_torchscript(module: nn.Module, path: str | os.PathLike, *, metadata: dict) -> Path:
     """Script ``module`` (eval mode) and save it to ``path`` with ``metadata`` as ``lightdense.json`` inside."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    with warnings.catch_warnings():  # torch 2.15 marks TorchScript deprecated; it is what libtorch/mobile load
+        warnings.filterwarnings("ignore", message=r"`torch.jit.(script|save)` is deprecated", category=FutureWarning)
         scripted = torch.jit.script(module.eval())
-    torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
     return Path(path)
 
 

@@ -226,6 +226,8 @@ def test_cli_exports_a_segmentation_checkpoint_in_int8(checkpoints, tmp_path, ca
     assert runtime.kind == "segmenter" and runtime.class_names[1] == "disc"
     assert runtime.metadata["int8"]["calibration_images"] == 2
     assert runtime.metadata["model_config"]["backbone"] == FAMILIES[0]
+    assert runtime.metadata["data"] == {"root": str(checkpoints["seg_data"]), "train_split": "train",
+                                        "val_split": "val"}
     assert runtime(torch.rand(1, 3, 70, 90)).shape == (1, 5, 70, 90)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg_int8.onnx"]  # no staging files left behind
 
