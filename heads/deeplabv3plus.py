@@ -130,8 +130,12 @@ class DeepLabV3PlusHead(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def resize(self, x: Tensor, size: list[int]) -> Tensor:
-        """Bilinear resize of ``x`` to exactly ``size`` (H, W)."""
-        return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=self.align_corners)
+        """Bilinear resize of ``x`` to exactly ``size`` (H, W), a tensor's ``shape[-2:]``.
+
+        The sizes pass through untouched: ``int()`` would freeze them into constants under the ONNX tracer and
+        specialize them under ``torch.export``, so exported graphs would run only at the export size.
+        """
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, features: list[Tensor], output_size: list[int] | None = None) -> Tensor:
         """Map the backbone's maps to logits ``(N, num_classes, H4, W4)`` at the stride-4 map's size, or at

@@ -62,13 +62,13 @@ class DetectionFeatures(nn.Module):
         self.extras = layers.extras(backbone.channels[-1])
         self.out_channels = [*backbone.channels, *(out for _, out in layers.extra_channels)]
 
-    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+    def forward(self, x: Tensor) -> dict[str, Tensor]:  # TorchScript knows no OrderedDict annotation
         maps = self.backbone(x)
         x = maps[-1]
         for extra in self.extras:
             x = extra(x)
             maps.append(x)
-        return OrderedDict((str(i), m) for i, m in enumerate(maps))
+        return OrderedDict([(str(i), m) for i, m in enumerate(maps)])
 
 
 class DetectionHead(nn.Module):

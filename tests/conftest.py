@@ -22,6 +22,15 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from threads, and spinning OpenMP threads crawl on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def torchvision_mnv2(tmp_path_factory) -> tuple[nn.Module, Path]:
     """A random torchvision MobileNetV2 with non-trivial BN statistics, saved in torchvision's layout."""

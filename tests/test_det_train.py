@@ -22,13 +22,7 @@ TINY = ["--synthetic-images", "8", "4", "--size", "64", "--backbone", "ld_mobile
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and spinning OpenMP threads crawl on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(out: Path, *extra: str) -> dict | None:
