@@ -2,6 +2,7 @@
 
     python -m tasks.det_eval runs/det_voc/best.pt                                   # the run's own val split
     python -m tasks.det_eval runs/det_voc/best.pt --data-root VOCdevkit/VOC2007 --split test --json scores.json
+    python -m tasks.det_eval det.onnx                                               # what was exported
 
 Images are fed at their original size; the detector resizes internally and returns boxes in input pixels, so
 AP is computed against the annotation boxes exactly as loaded (difficult objects included and ignored by the
@@ -26,9 +27,10 @@ from tasks.det_data import VOCDetection, collate
 from tasks.det_metrics import VOCAccumulator, coco_map_metric, coco_targets
 from tasks.det_model import load_model
 from tasks.det_transforms import eval_transforms
-from tasks.engine import DistInfo, Precision, cleanup_distributed, progress, set_cpu_threads, setup_distributed
+from tasks.engine import DistInfo, Precision, cleanup_distributed, progress
 from tasks.engine.cli import add_eval_arguments, run
 from tasks.engine.files import refuse_existing
+from tasks.engine.inference import start_inference
 from tasks.engine.metrics_log import write_json
 from tasks.engine.sampler import eval_loader as shard_loader
 
@@ -89,13 +91,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = p.parse_args(argv)
     if args.json:
         refuse_existing([args.json])
-    info = setup_distributed(args.device)
-    set_cpu_threads(info, threads=args.threads, workers=args.workers)
+    info, model, ckpt = start_inference(args, task="det", load_model=load_model)
     try:
-        model, ckpt = load_model(args.model, device=info.device)
         names, data = ckpt["class_names"], ckpt["data"] or {}
         if not (args.data_root or data) or not (args.split or data):
-            raise ValueError(f"{args.model} records no dataset (a converted checkpoint): pass --data-root and --split")
+            raise ValueError(f"{args.model} records no dataset: pass --data-root and --split")
         dataset = VOCDetection(args.data_root or data["val_root"], args.split or data["val_split"],
                                transforms=eval_transforms(), class_names=names)
         dataset.verify(show_progress=info.is_main and args.progress)

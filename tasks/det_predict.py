@@ -23,9 +23,10 @@ from tasks.det_data import read_image
 from tasks.det_eval import predict
 from tasks.det_model import load_model
 from tasks.det_visualize import draw_detections
-from tasks.engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
+from tasks.engine import Precision, list_images, progress
 from tasks.engine.cli import add_predict_arguments, run
 from tasks.engine.files import output_stems, refuse_existing
+from tasks.engine.inference import start_inference
 
 __all__ = ["main"]
 
@@ -41,9 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     json_path = Path(args.out) / "predictions.json"
     drawings = [s.with_name(s.name + ".png") for s in output_stems(images, args.out)] if args.visualize else []
     refuse_existing([json_path, *drawings])
-    info = setup_distributed(args.device)
-    set_cpu_threads(info, threads=args.threads)
-    model, ckpt = load_model(args.model, device=info.device)
+    info, model, ckpt = start_inference(args, task="det", load_model=load_model)
     names, precision = ckpt["class_names"], Precision(info.device, amp=args.amp)
     results: dict[str, list[dict]] = {}
     for i, path in enumerate(progress(images, enabled=args.progress, desc="predict")):

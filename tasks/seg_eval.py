@@ -2,6 +2,7 @@
 
     python -m tasks.seg_eval runs/seg_voc/best.pt                       # the run's own val split
     python -m tasks.seg_eval runs/seg_voc/best.pt --data-root VOCdevkit/VOC2012 --split val --json scores.json
+    python -m tasks.seg_eval seg.onnx                                   # what was exported, under ONNX Runtime
 
 Each image is run at its own size (batch 1 by default; larger batches are padded with ignored pixels), never
 centre-cropped: the VOC benchmark scores full images, and a centre crop inflates mIoU. Under torchrun every process
@@ -23,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tasks.engine import (DistInfo, Precision, cleanup_distributed, progress, save_panels, set_cpu_threads,
-                          setup_distributed)
+from tasks.engine import DistInfo, Precision, cleanup_distributed, progress, save_panels
 from tasks.engine.cli import add_eval_arguments, run
 from tasks.engine.files import refuse_existing
+from tasks.engine.inference import start_inference
 from tasks.engine.metrics_log import write_json
 from tasks.engine.sampler import eval_loader as shard_loader
 from tasks.seg_data import VOCSegmentation, voc_palette
@@ -91,13 +92,15 @@ def main(argv: list[str] | None = None) -> SegScores:
     args = p.parse_args(argv)
     if args.json:
         refuse_existing([args.json])
-    info = setup_distributed(args.device)
-    set_cpu_threads(info, threads=args.threads, workers=args.workers)
+    info, model, ckpt = start_inference(args, task="seg", load_model=load_model)
     try:
-        model, ckpt = load_model(args.model, device=info.device)
-        num_classes, data = ckpt["model_config"]["num_classes"], ckpt["data"]
-        dataset = VOCSegmentation(args.data_root or data["root"], args.split or data["val_split"],
-                                  num_classes=num_classes, transform=inference_transform(ckpt["preprocessing"]))
+        num_classes, data = ckpt["model_config"]["num_classes"], ckpt["data"] or {}
+        root, split = args.data_root or data.get("root"), args.split or data.get("val_split")
+        if not root or not split:
+            raise ValueError(f"{args.model} records no dataset: pass --data-root and --split")
+        dataset = VOCSegmentation(root, split, num_classes=num_classes,
+                                  transform=inference_transform(ckpt["preprocessing"]))
+        dataset.verify(show_progress=info.is_main and args.progress)
         loader = eval_loader(dataset, info, batch_size=args.batch_size, workers=args.workers)
         scores = evaluate(model, loader, num_classes=num_classes, precision=Precision(info.device, amp=args.amp),
                           show_progress=info.is_main and args.progress)

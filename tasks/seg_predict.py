@@ -19,9 +19,10 @@ if not __package__:  # run as a file (`python tasks/seg_predict.py`): make the r
 import numpy as np
 from PIL import Image
 
-from tasks.engine import Precision, list_images, progress, set_cpu_threads, setup_distributed
+from tasks.engine import Precision, list_images, progress
 from tasks.engine.cli import add_predict_arguments, run
 from tasks.engine.files import output_stems, refuse_existing
+from tasks.engine.inference import start_inference
 from tasks.seg_data import voc_palette
 from tasks.seg_eval import predict
 from tasks.seg_model import inference_transform, load_model
@@ -53,9 +54,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     masks = [s.with_name(s.name + ".png") for s in stems]
     overlays = [s.with_name(s.name + "_overlay.jpg") for s in stems] if args.visualize else []
     refuse_existing([*masks, *overlays])
-    info = setup_distributed(args.device)
-    set_cpu_threads(info, threads=args.threads)
-    model, ckpt = load_model(args.model, device=info.device)
+    info, model, ckpt = start_inference(args, task="seg", load_model=load_model)
     transform = inference_transform(ckpt["preprocessing"])
     precision = Precision(info.device, amp=args.amp)
     for i, path in enumerate(progress(images, enabled=args.progress, desc="predict")):

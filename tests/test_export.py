@@ -217,7 +217,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     torch.save({"weights": torch.zeros(3)}, root / "other.pt")
     (root / "corrupt.pt").write_bytes(b"not a checkpoint")
     return {"seg": root / "seg.pt", "det": root / "det.pt", "other": root / "other.pt",
-            "corrupt": root / "corrupt.pt", "seg_data": seg_root}
+            "corrupt": root / "corrupt.pt", "seg_data": seg_root, "det_data": det_root}
 
 
 def test_cli_exports_a_segmentation_checkpoint_in_int8(checkpoints, tmp_path, capsys):
@@ -275,3 +275,33 @@ def test_cli_refuses_bad_input_in_one_line(checkpoints, tmp_path):
             export.main(full)
         assert "\n" not in str(info.value), argv
     assert existing.read_text() == "a user's file" and not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("task", ["seg", "det"])
+def test_eval_and_predict_score_the_exported_file_as_the_checkpoint(checkpoints, tmp_path, task):
+    """What ships is what was measured: the fp32 ONNX file gives the checkpoint's scores and predictions."""
+    from tasks import det_eval, det_predict, seg_eval, seg_predict
+
+    evaluate, predict = (seg_eval.main, seg_predict.main) if task == "seg" else (det_eval.main, det_predict.main)
+    onnx_file = export.main([str(checkpoints[task]), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                             *ONE_THREAD])
+    extra = ["--workers", "0", *ONE_THREAD] + (["--no-coco"] if task == "det" else [])
+    scores = [evaluate([str(model), *extra]) for model in (checkpoints[task], onnx_file)]
+    if task == "seg":
+        assert scores[1].miou == scores[0].miou and scores[1].iou == pytest.approx(scores[0].iou, nan_ok=True)
+    else:
+        assert scores[1]["map07"] == scores[0]["map07"] and scores[1]["ap"] == pytest.approx(scores[0]["ap"],
+                                                                                            nan_ok=True)
+    images = sorted((checkpoints["seg_data"] if task == "seg" else checkpoints["det_data"]).rglob("*.jpg"))[:2]
+    outs = [predict([str(model), *map(str, images), "--out", str(tmp_path / name), *ONE_THREAD])
+            for model, name in ((checkpoints[task], "pt"), (onnx_file, "onnx"))]
+    if task == "seg":
+        from PIL import Image
+
+        for a, b in zip(*outs):
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    else:
+        assert [[d["label"] for d in v] for v in outs[0].values()] == [[d["label"] for d in v] for v in
+                                                                       outs[1].values()]
+    with pytest.raises(ValueError, match="is an exported (segmenter|detector); tasks.(seg|det)_eval"):
+        (det_eval.main if task == "seg" else seg_eval.main)([str(onnx_file), "--workers", "0"])

@@ -234,7 +234,8 @@ def parse_train_args(parser: argparse.ArgumentParser, defaults: Defaults, argv: 
 
 def add_eval_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 1) -> None:
     """The options of ``seg_eval`` and ``det_eval``: ``MODEL`` and where to score it."""
-    parser.add_argument("model", metavar="MODEL", help="a training checkpoint (best.pt or last.pt of a run)")
+    parser.add_argument("model", metavar="MODEL", help="a training checkpoint (best.pt or last.pt of a run), or the "
+                                                       ".onnx file tasks.export wrote from one")
     parser.add_argument("--data-root", help="dataset folder (default: the one the run was trained on)")
     parser.add_argument("--split", help="split list to score (default: the run's validation split)")
     parser.add_argument("--batch-size", type=positive(int), default=batch_size, help="images per forward pass")
@@ -245,7 +246,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 1) 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``seg_predict`` and ``det_predict``: ``MODEL INPUT... --out DIR``."""
-    parser.add_argument("model", metavar="MODEL", help="a training checkpoint (best.pt or last.pt of a run)")
+    parser.add_argument("model", metavar="MODEL", help="a training checkpoint (best.pt or last.pt of a run), or the "
+                                                       ".onnx file tasks.export wrote from one")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     parser.add_argument("--out", default="predictions",
                         help="folder for the outputs; existing files are never overwritten")
