@@ -1,7 +1,7 @@
 """Export a trained segmenter or detector, or a bare backbone, as ONNX or TorchScript, checked as it is written.
 
     python -m tasks.export runs/seg_synthetic/best.pt --format onnx --out seg.onnx
-    python -m tasks.export runs/det/best.pt --format onnx --detector-output raw --int8 --out det_raw_int8.onnx
+    python -m tasks.export runs/det_synthetic/best.pt --format onnx --detector-output raw --int8 --out det_raw_int8.onnx
     python -m tasks.export ld_mobilenetv2_100 --pretrained default --format torchscript --out mnv2.pt
 
 The file appears at ``--out`` only after its check passed: ONNX Runtime (CPU), or the reloaded TorchScript module,

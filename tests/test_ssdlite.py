@@ -164,3 +164,14 @@ def test_backbone_refuses_other_dtypes_clearly(dtype, match):
 
     with pytest.raises(ValueError, match=match):
         create_backbone("ld_shufflenetv1_g3_050")(torch.zeros(1, 3, 64, 64, dtype=dtype))
+
+
+def test_predict_raw_gives_logits_and_boxes_of_every_default_box():
+    torch.manual_seed(0)
+    model = create_detector("ld_mobilenetv2_035", 21, size=320).eval()
+    images = [torch.rand(3, 375, 500), torch.rand(3, 333, 500)]
+    scores, boxes = model.predict_raw(images)
+    assert scores.shape == (2, 3234, 21) and boxes.shape == (2, 3234, 4)
+    with torch.no_grad():
+        again = model.raw_outputs(model.transform(images)[0])
+    assert torch.equal(scores, again[0]) and torch.equal(boxes, again[1])
