@@ -18,6 +18,7 @@ from backbones import create_backbone
 from backbones.base import Backbone, check_keywords, keyword_names
 from backbones.registry import backbone_keywords
 from backbones.blocks import ConvNormAct
+from backbones.fuse import Fusable
 
 ASPP_RATES = (6, 12, 18)  # atrous rates at output stride 16; scaled by 16 / stride of the deepest map
 LOW_LEVEL_STRIDE = 4
@@ -142,8 +143,11 @@ class DeepLabV3PlusHead(nn.Module):
         return logits if output_size is None else self.resize(logits, output_size)
 
 
-class Segmenter(nn.Module):
-    """A backbone and a segmentation head: ``(N, in_chans, H, W) -> logits (N, num_classes, H, W)``."""
+class Segmenter(Fusable, nn.Module):
+    """A backbone and a segmentation head: ``(N, in_chans, H, W) -> logits (N, num_classes, H, W)``.
+
+    ``model.eval().fuse()`` gives the inference fast path (:class:`~backbones.fuse.Fusable`).
+    """
 
     __jit_ignored_attributes__ = ["preprocessing"]
 

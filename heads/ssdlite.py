@@ -19,6 +19,7 @@ from torchvision.models.detection.ssd import SSD, SSDScoringHead
 from backbones import Backbone, create_backbone
 from backbones.base import check_keywords, keyword_names
 from backbones.blocks import ConvNormAct
+from backbones.fuse import Fusable
 
 from .anchors import SSDBoxGenerator
 
@@ -115,13 +116,17 @@ class SSDLiteHead(nn.Module):
         return {"bbox_regression": self.regression_head(x), "cls_logits": self.classification_head(x)}
 
 
-class SSDLite(SSD):
+class SSDLite(Fusable, SSD):
     """torchvision ``SSD`` built from :class:`SSDLiteFeatures` and :class:`SSDLiteHead`.
 
     ``model(images, targets) -> {"bbox_regression", "classification"}`` losses in training mode;
     ``model(images) -> [{"boxes" (xyxy, input pixels), "scores", "labels" (1..K, 0 is background)}]`` in eval
     mode. Images are float ``(3, H, W)`` in [0, 1]; they are resized to ``size`` and normalized inside.
+    ``model.eval().fuse()`` gives the inference fast path (:class:`~backbones.fuse.Fusable`); with
+    ``compile=True`` only the network (``backbone`` and ``head``) is compiled, pre- and post-processing stay eager.
     """
+
+    compile_parts = ("backbone", "head")
 
     @torch.no_grad()
     def predict_raw(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor]:
