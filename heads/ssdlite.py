@@ -22,6 +22,7 @@ from backbones.blocks import ConvNormAct
 from backbones.fuse import Fusable
 
 from .anchors import SSDBoxGenerator
+from .ssd_postprocess import postprocess_detections
 
 # (mid, out) channels of each extra layer, as in the TF Object Detection API and torchvision (mid = out // 2).
 EXTRA_CHANNELS: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256), (64, 128))
@@ -127,6 +128,19 @@ class SSDLite(Fusable, SSD):
     """
 
     compile_parts = ("backbone", "head")
+
+    def postprocess_detections(self, head_outputs: dict[str, Tensor], image_anchors: list[Tensor],
+                               image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """torchvision's detections, selected for all classes at once (:mod:`heads.ssd_postprocess`, about 30%
+        faster on CPU); traced, scripted or compiled graphs keep torchvision's per-class loop, which exports."""
+        if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return super().postprocess_detections(head_outputs, image_anchors, image_shapes)
+        return self._select(head_outputs, image_anchors, image_shapes)
+
+    @torch.jit.unused
+    def _select(self, head_outputs: dict[str, Tensor], image_anchors: list[Tensor],
+                image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        return postprocess_detections(self, head_outputs, image_anchors, image_shapes)
 
     @torch.no_grad()
     def predict_raw(self, images: list[Tensor] | Tensor) -> tuple[Tensor, Tensor]:

@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
                         help="folder for benchmark.md/.json/.png (must not hold an earlier run's files)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the whole run")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time, which leaves out time taken by other "
+                             "jobs on a shared machine (CPU with --threads 1 only)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="toy sizes and 2 timed runs: checks, not numbers")
     parser.add_argument("--reps", type=int, default=None, help=f"timed runs per model (default {FULL.reps})")
@@ -87,6 +90,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(existing)} already exist(s): pass another --out (runs are never overwritten)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+    if args.clock == "cpu" and (args.threads != 1 or args.device == "cuda"):
+        raise ValueError("--clock cpu counts one process's CPU time: use it with --threads 1 and --device cpu")
 
 
 def _groups(names: list[str], plan: Plan, args: argparse.Namespace, device: torch.device, scratch: Path):
@@ -100,7 +105,7 @@ def _groups(names: list[str], plan: Plan, args: argparse.Namespace, device: torc
             yield lambda o=output_stride: deeplab_group(plan.seg_size, o, device, compile=compile,
                                                         runtimes=args.runtimes)
     if "detection" in names:
-        yield lambda: detection_group(plan.det_image, device, compile=compile)
+        yield lambda: detection_group(plan.det_image, device, compile=compile, clock=args.clock)
     if "train" in names:
         yield lambda: train_step_group(*plan.train, device)
     if "data" in names:
@@ -116,15 +121,18 @@ def benchmark(args: argparse.Namespace) -> dict:
     plan = QUICK if args.quick else FULL
     reps, warmup = args.reps or plan.reps, plan.warmup if args.warmup is None else args.warmup
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.clock == "cpu" and device.type != "cpu":
+        raise ValueError("--clock cpu counts one process's CPU time: use it with --threads 1 and --device cpu")
     torch.set_num_threads(args.threads)
     command = "python -m tasks.benchmark " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     result = {"machine": machine_info(device), "groups": [], "notes": [],
-              "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "quick": args.quick}}
+              "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "quick": args.quick,
+                           "clock": args.clock}}
     with tempfile.TemporaryDirectory(prefix="lightdense_bench_") as scratch:
         for build in _groups(args.groups.split(","), plan, args, device, Path(scratch)):
             start = time.perf_counter()
             group: Group = build()
-            result["groups"].append(run_group(group, reps=reps, warmup=warmup, device=device))
+            result["groups"].append(run_group(group, reps=reps, warmup=warmup, device=device, clock=args.clock))
             logging.info("%s: %.0f s", group.title, time.perf_counter() - start)
             del group
     if not args.compile or args.quick:

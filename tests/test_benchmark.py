@@ -16,7 +16,7 @@ from tasks.bench.measure import Subject, count_gmacs, peak_memory_mb, summarize,
 
 def test_quick_run_writes_every_group(tmp_path) -> None:
     out = tmp_path / "bench"
-    result = benchmark.main(["--quick", "--runtimes", "--out", str(out)])
+    result = benchmark.main(["--quick", "--runtimes", "--clock", "cpu", "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == sorted(benchmark.OUTPUT_FILES)
     assert json.loads((out / "benchmark.json").read_text())["groups"] == result["groups"]
     assert len(result["groups"]) == len(benchmark.QUICK.backbone) + len(benchmark.QUICK.seg_strides) + 3
@@ -30,6 +30,7 @@ def test_quick_run_writes_every_group(tmp_path) -> None:
     ssdlite = detection["subjects"]["mobilenetv2"]
     assert set(ssdlite["parts"]) == {"pre", "network", "post"}
     assert all(0 < p["median"] <= ssdlite["max"] for p in ssdlite["parts"].values())
+    assert [g["clock"] for g in result["groups"]] == ["cpu"] * (len(result["groups"]) - 1) + ["wall"]
     loader = result["groups"][-1]["subjects"]
     assert {"seg_0", "det_2"} <= set(loader) and all(s["images_per_s"] > 0 for s in loader.values())
     assert any("ONNX Runtime" in n for g in result["groups"] for n in g["notes"])  # the hook says why it skipped

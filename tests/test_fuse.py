@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from backbones import create_backbone
+from backbones.blocks import channel_shuffle
 from backbones.fuse import fold_conv_bn
 from heads import create_detector, create_segmenter
 from conftest import randomize_bn
@@ -112,3 +113,12 @@ def test_scripting_a_fused_backbone() -> None:
     with torch.no_grad():
         for a, b in zip(scripted(IMAGE), expected):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_shuffle_keeps_channels_last() -> None:
+    """The fast path's memory format survives ShuffleNet's shuffle, with the same channel order as NCHW."""
+    x = torch.randn(2, 12, 5, 7)
+    expected = channel_shuffle(x, 3)
+    got = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 3)
+    assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, expected)
+    assert torch.equal(expected[:, 4 * 1 + 2], x[:, 2 * 3 + 1])  # output k * (C // g) + j takes input j * g + k

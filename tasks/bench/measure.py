@@ -16,12 +16,16 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Comparison", "Group", "Subject", "count_gmacs", "peak_memory_mb", "run_group", "summarize", "synchronize"]
+__all__ = ["CLOCKS", "Comparison", "Group", "Subject", "count_gmacs", "peak_memory_mb", "run_group", "summarize",
+           "synchronize"]
 
 # A subject's callable runs the work once; it may return {part: seconds} timed inside (e.g. network, post).
 Work = Callable[[], object]
 EQUAL_WORK = 0.10
 """Two subjects do equal work when their counted MACs differ by at most this fraction."""
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time. ``cpu``: CPU time of this process, which leaves out the time the OS gives other jobs on a
+shared machine (meaningful for one compute thread on CPU, where it equals the compute time)."""
 
 
 @dataclass
@@ -56,6 +60,7 @@ class Group:
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     count_work: bool = True  # count GMACs and peak memory (off for data loading)
+    clock: str | None = None  # force a clock of CLOCKS (data loading: wall, its work is in other processes)
 
 
 def synchronize(device: torch.device) -> None:
@@ -72,9 +77,9 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
             "max": ms[-1], "reps": len(ms)}
 
 
-def time_interleaved(subjects: Sequence[Subject], *, reps: int, warmup: int,
-                     device: torch.device) -> dict[str, tuple[list[float], list[dict]]]:
-    """Per subject key: wall seconds of each timed run and the parts it reported; rounds alternate order."""
+def time_interleaved(subjects: Sequence[Subject], *, reps: int, warmup: int, device: torch.device,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, tuple[list[float], list[dict]]]:
+    """Per subject key: seconds of each timed run on ``clock`` and the parts it reported; rounds alternate order."""
     for subject in subjects:
         for _ in range(warmup):
             subject.work()
@@ -83,10 +88,10 @@ def time_interleaved(subjects: Sequence[Subject], *, reps: int, warmup: int,
     for rep in range(reps):
         for subject in subjects if rep % 2 == 0 else subjects[::-1]:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             parts = subject.work()
             synchronize(device)
-            results[subject.key][0].append(time.perf_counter() - start)
+            results[subject.key][0].append(clock() - start)
             results[subject.key][1].append(parts if isinstance(parts, dict) else {})
     return results
 
@@ -127,9 +132,10 @@ def _parameters_m(model: nn.Module | None) -> float | None:
     return None if model is None else sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def run_group(group: Group, *, reps: int, warmup: int, device: torch.device) -> dict:
-    """Time, count and compare the group's subjects; the result is what the report and JSON hold."""
-    timed = time_interleaved(group.subjects, reps=reps, warmup=warmup, device=device)
+def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clock: str = "wall") -> dict:
+    """Time (on ``CLOCKS[clock]``), count and compare the group's subjects; returns what the JSON holds."""
+    clock = group.clock or clock
+    timed = time_interleaved(group.subjects, reps=reps, warmup=warmup, device=device, clock=CLOCKS[clock])
     subjects = {}
     for s in group.subjects:
         seconds, parts = timed[s.key]
@@ -149,4 +155,5 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device) -> 
         work = ours["gmacs"] / ref["gmacs"] if group.count_work and ref["gmacs"] else None
         comparisons.append({"ours": c.ours, "reference": c.reference, "ratio": ours["median"] / ref["median"],
                             "work_ratio": work, "equal_work": work is not None and abs(work - 1) <= EQUAL_WORK})
-    return {"title": group.title, "subjects": subjects, "comparisons": comparisons, "notes": group.notes}
+    return {"title": group.title, "clock": clock, "subjects": subjects, "comparisons": comparisons,
+            "notes": group.notes}

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 __all__ = ["OUTPUT_FILES", "machine_info", "markdown", "ratio_chart", "write_report"]
 
 OUTPUT_FILES = ("benchmark.md", "benchmark.json", "benchmark.png")
+CLOCK_WORDS = {"wall": "wall clock", "cpu": "process CPU-time clock (time taken by other jobs left out; data loading "
+                                            "stays on the wall clock)"}
 
 
 def _cpu_model() -> str:
@@ -80,19 +82,23 @@ def _group_rows(group: dict) -> list[str]:
     return rows
 
 
-def markdown(result: dict) -> str:
-    """The report as Markdown: how it was measured, every ratio, then one table per group."""
+def _header(result: dict) -> list[str]:
     m, s = result["machine"], result["settings"]
     gpu = f", {m['gpu']}" if "gpu" in m else ""
-    lines = ["# lightdense benchmark", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores{gpu}; device `{m['device']}`, {m['torch_threads']} torch "
-             f"thread(s); torch {m['torch']}, torchvision {m['torchvision']}, timm {m['timm']}, smp {m['smp']}; "
-             f"load average {m['load_average'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} at the end.",
-             "", f"Command: `{s['command']}`. {s['warmup']} warm-up and {s['reps']} timed runs of every model, "
-             "interleaved (each round runs every model once, alternating order); times are medians with the "
-             "interquartile range. Random weights, eval mode unless stated. Time ratio: ours / reference "
-             "(below 1: ours is faster). MACs ratio: ours / reference counted multiply-accumulates; equal work: "
-             "within 10%.", "", "## Ratios", "", *_ratio_rows(result["groups"])]
+    machine = (f"Machine: {m['cpu']}, {m['cores']} cores{gpu}; device `{m['device']}`, {m['torch_threads']} torch "
+               f"thread(s); torch {m['torch']}, torchvision {m['torchvision']}, timm {m['timm']}, smp {m['smp']}; "
+               f"load average {m['load_average'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} at the end.")
+    method = (f"Command: `{s['command']}`. {s['warmup']} warm-up and {s['reps']} timed runs of every model, "
+              "interleaved (each round runs every model once, alternating order); times are medians with the "
+              f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. Random weights, eval mode unless stated. "
+              "Time ratio: ours / reference (below 1: ours is faster). MACs ratio: ours / reference counted "
+              "multiply-accumulates; equal work: within 10%.")
+    return ["# lightdense benchmark", "", machine, "", method]
+
+
+def markdown(result: dict) -> str:
+    """The report as Markdown: how it was measured, every ratio, then one table per group."""
+    lines = [*_header(result), "", "## Ratios", "", *_ratio_rows(result["groups"])]
     for g in result["groups"]:
         lines += ["", f"## {g['title']}", "", *_group_rows(g)]
         lines += [""] + [f"- {n}" for n in g["notes"]] if g["notes"] else []
