@@ -13,7 +13,7 @@ from torch import nn
 
 from backbones import create_backbone
 from backbones.blocks import channel_shuffle
-from backbones.fuse import fold_conv_bn
+from backbones.fuse import NCHWConv2d, fold_conv_bn
 from heads import create_detector, create_segmenter
 from conftest import randomize_bn
 
@@ -122,3 +122,17 @@ def test_channel_shuffle_keeps_channels_last() -> None:
     got = channel_shuffle(x.contiguous(memory_format=torch.channels_last), 3)
     assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, expected)
     assert torch.equal(expected[:, 4 * 1 + 2], x[:, 2 * 3 + 1])  # output k * (C // g) + j takes input j * g + k
+
+
+def test_atrous_depthwise_convs_stay_nchw() -> None:
+    """On CPU the ASPP's depthwise convs (rates 12, 24, 36 at output stride 8) run in NCHW, everything else in
+    channels_last; the logits keep the model's format and values."""
+    model = randomize_bn(_segmenter(FAMILIES[0])).eval()
+    expected = _outputs(model)[0]
+    model.fuse(channels_last=True)
+    kept = [m for m in model.modules() if isinstance(m, NCHWConv2d)]
+    assert [m.dilation[0] for m in kept] == [12, 24, 36] and all(m.weight.is_contiguous() for m in kept)
+    assert model.backbone.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    got = _outputs(model)[0]
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -109,26 +109,33 @@ def _smp_deeplab(output_stride: int) -> nn.Module:
                              classes=NUM_CLASSES)
 
 
-def _our_deeplabs(output_stride: int) -> dict[str, tuple[str, nn.Module]]:
-    """Our DeepLabV3+ configurations: published plain head, separable head, separable head on the 1280 conv
-    (smp's mobilenet_v2 encoder ends with that conv and feeds it to ASPP)."""
+def _our_deeplabs(output_stride: int, *, lighter: bool = False) -> dict[str, tuple[str, nn.Module]]:
+    """Our DeepLabV3+ configurations on MobileNetV2 1.0: published plain head, separable head, separable head on
+    the 1280 conv (smp's mobilenet_v2 encoder ends with that conv and feeds it to ASPP); ``lighter`` adds the
+    separable head on MobileNetV2 0.5 and on ShuffleNetV1."""
     with torch.device("meta"):
         info = create_backbone(MNV2).feature_info
     low, head = [i for i, f in enumerate(info) if f.stride == 4][-1], len(info) - 1
-    build = functools.partial(create_segmenter, MNV2, NUM_CLASSES, output_stride=output_stride)
-    return {"plain": ("plain 256-ch head (published)", build()),
-            "separable": ("separable head", build(separable=True)),
-            "separable_1280": ("separable head on the 1280 conv", build(separable=True, out_indices=[low, head]))}
+    build = functools.partial(create_segmenter, num_classes=NUM_CLASSES, output_stride=output_stride)
+    configs = {"plain": ("plain 256-ch head (published)", build(MNV2)),
+               "separable": ("separable head", build(MNV2, separable=True)),
+               "separable_1280": ("separable head on the 1280 conv",
+                                  build(MNV2, separable=True, out_indices=[low, head]))}
+    if lighter:
+        for key, name in (("mobilenetv2_050", "ld_mobilenetv2_050"), ("shufflenet", SHUFFLENET)):
+            configs[key] = (f"{name}, separable head", build(name, separable=True))
+    return configs
 
 
 def deeplab_group(size: int, output_stride: int, device: torch.device, *, compile: bool, runtimes: bool) -> Group:
-    """DeepLabV3+ inference at ``size``, batch 1: our configurations against ``smp.DeepLabV3Plus``."""
+    """DeepLabV3+ inference at ``size``, batch 1: our configurations against ``smp.DeepLabV3Plus``; ours are on
+    MobileNetV2 1.0 unless a backbone is named."""
     x, notes = _random_input(1, size, device), []
     ref = _smp_deeplab(output_stride).to(device).eval()
     subjects = [Subject("smp", f"smp DeepLabV3Plus mobilenet_v2 OS{output_stride}", _inference(ref, x), ref,
                         role="reference")]
     make = functools.partial(_inference, x=x)
-    for key, (label, model) in _our_deeplabs(output_stride).items():
+    for key, (label, model) in _our_deeplabs(output_stride, lighter=True).items():
         model = model.to(device).eval()
         subjects.append(Subject(key, f"ours OS{output_stride}, {label}", _inference(model, x), model))
         if key != "plain":
