@@ -64,5 +64,5 @@ def data_group(root: Path, *, images: int, image_size: tuple[int, int], crop: in
                                 images=len(det_loader) * batch))
     notes = [f"Segmentation images are {image_size[0]}-{image_size[1]} px a side (VOC's are about 500x375); "
              "detection images 160-224 x 120-192 px, resized to the network input by the augmentation."]
-    return Group(f"Training data, batch {batch}, images/s (one epoch of {images} images per run)", subjects,
+    return Group(f"Training data, batch {batch}, images/s (one epoch of {images} images per run)", "data", subjects,
                  notes=notes, count_work=False, clock="wall")

@@ -78,5 +78,5 @@ def detection_group(image_size: tuple[int, int], device: torch.device, *, compil
                                compile=compile and key == "mobilenetv2", notes=notes)
     notes.append("Post-processing uses each model's default thresholds; with random weights every default box "
                  "passes them, the worst case for NMS.")
-    return Group(f"SSDLite 320, one {image_size[1]}x{image_size[0]} image, end to end", subjects,
+    return Group(f"SSDLite 320, one {image_size[1]}x{image_size[0]} image, end to end", "SSDLite e2e", subjects,
                  [Comparison(s.key, "torchvision") for s in subjects[1:]], notes)

@@ -56,6 +56,7 @@ class Group:
     """Subjects doing the same job, timed together, and the comparisons to report."""
 
     title: str
+    short: str  # for the chart
     subjects: list[Subject]
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -155,5 +156,5 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clo
         work = ours["gmacs"] / ref["gmacs"] if group.count_work and ref["gmacs"] else None
         comparisons.append({"ours": c.ours, "reference": c.reference, "ratio": ours["median"] / ref["median"],
                             "work_ratio": work, "equal_work": work is not None and abs(work - 1) <= EQUAL_WORK})
-    return {"title": group.title, "clock": clock, "subjects": subjects, "comparisons": comparisons,
-            "notes": group.notes}
+    return {"title": group.title, "short": group.short, "clock": clock, "subjects": subjects,
+            "comparisons": comparisons, "notes": group.notes}

@@ -100,7 +100,7 @@ def backbone_group(size: int, batch: int, device: torch.device, *, compile: bool
     pairs = [("ours", "timm"), ("ours_head", "torchvision"), ("ours_head", "smp")]
     pairs += [(s.key, ref) for s in subjects if s.key.startswith("ours_head_") for ref in refs]
     pairs += [("shufflenet", "torchvision"), ("shufflenet_fused", "torchvision")]
-    return Group(f"Backbone features {size}x{size}, batch {batch}", subjects,
+    return Group(f"Backbone features {size}x{size}, batch {batch}", f"backbone {size} b{batch}", subjects,
                  [Comparison(o, r) for o, r in pairs], notes)
 
 
@@ -143,7 +143,8 @@ def deeplab_group(size: int, output_stride: int, device: torch.device, *, compil
                                    compile=compile and key == "separable", notes=notes)
         if runtimes and key == "separable":
             subjects += runtime_subjects(key, f"ours OS{output_stride}, {label}", model, x, notes=notes)
-    return Group(f"DeepLabV3+ {size}x{size}, output stride {output_stride}, batch 1", subjects,
+    return Group(f"DeepLabV3+ {size}x{size}, output stride {output_stride}, batch 1", f"DeepLabV3+ {size}",
+                 subjects,
                  [Comparison(s.key, "smp") for s in subjects[1:]], notes)
 
 
@@ -176,5 +177,5 @@ def train_step_group(batch: int, crop: int, device: torch.device) -> Group:
         model = model.to(device).train()
         subjects.append(Subject(key, label, _train_step(model, x, target), model,
                                 role="reference" if key == "smp" else "ours", counted=_forward(model, x)))
-    return Group(f"DeepLabV3+ training step, batch {batch}, crop {crop}x{crop}, SGD", subjects,
+    return Group(f"DeepLabV3+ training step, batch {batch}, crop {crop}x{crop}, SGD", "train step", subjects,
                  [Comparison(s.key, "smp") for s in subjects[1:]], ["GMACs: the forward pass of the step."])

@@ -112,11 +112,11 @@ def ratio_chart(result: dict, path: Path) -> None:
     labels, ratios, equal = [], [], []
     for g in result["groups"]:
         for c in g["comparisons"]:
-            labels.append(f"{g['title'][:38]}: {g['subjects'][c['ours']]['label'][:44]} / "
+            labels.append(f"{g['short']}: {g['subjects'][c['ours']]['label']} / "
                           f"{g['subjects'][c['reference']]['label'].split()[0]}")
             ratios.append(c["ratio"])
             equal.append(c["equal_work"])
-    fig, ax = plt.subplots(figsize=(12, 0.28 * len(ratios) + 1.2))
+    fig, ax = plt.subplots(figsize=(13, 0.26 * len(ratios) + 1.2))
     ax.barh(range(len(ratios)), ratios, color=["tab:blue" if e else "lightsteelblue" for e in equal])
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(range(len(ratios)), labels, fontsize=7)
@@ -124,7 +124,7 @@ def ratio_chart(result: dict, path: Path) -> None:
     ax.set_xlabel("time ours / reference (below 1: ours faster; dark: equal work)")
     fig.tight_layout()
     with open(path, "xb") as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
