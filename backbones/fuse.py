@@ -16,12 +16,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import ConvNormAct
 
-__all__ = ["Fusable", "NCHWConv2d", "fold_conv_bn", "fold_batchnorms", "fuse_model", "keep_nchw",
-           "prefers_channels_last"]
+__all__ = ["Fusable", "fold_conv_bn", "fold_batchnorms", "fuse_model", "keep_nchw", "prefers_channels_last"]
 
 # oneDNN's channels_last depthwise kernels fall far behind its NCHW ones from this dilation on (CPU, 1 thread,
 # 1280 ch at 32x32 and 960 ch at 64x64): dilation 4 is 1.4-1.6x faster in channels_last, dilation 6 and 12 are
-# 4.5-5.9x slower. Full convolutions stay faster in channels_last at every rate.
+# 4.5-5.9x slower, and 1280 ch at 64x64 with dilation 12 or 24 is 9-10x slower. Full convolutions stay faster in
+# channels_last at every rate.
 NCHW_MIN_DILATION = 6
 
 
@@ -76,31 +76,41 @@ def prefers_channels_last(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-class NCHWConv2d(nn.Conv2d):
-    """A conv computed in NCHW inside a channels_last network: the input is made contiguous and the output is
-    given back in channels_last. Used by :func:`keep_nchw` for the atrous depthwise convs of ASPP."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+# Forward hooks of the NCHW regions, typed for TorchScript (a scripted fused model scripts its hooks too).
+def _to_nchw(module: nn.Module, args: tuple[Tensor]) -> tuple[Tensor]:
+    return (args[0].contiguous(),)
 
 
-def keep_nchw(model: nn.Module) -> int:
-    """Replace every depthwise conv with dilation >= ``NCHW_MIN_DILATION`` by an :class:`NCHWConv2d` with the same
-    weights in NCHW; return how many were replaced. Two layout copies cost far less than the slow kernel."""
-    replaced = 0
-    for parent in list(model.modules()):
-        for name, conv in list(parent.named_children()):
-            if type(conv) is not nn.Conv2d or conv.groups != conv.in_channels or conv.groups == 1:
-                continue
-            if max(conv.dilation) < NCHW_MIN_DILATION:
-                continue
-            new = NCHWConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                             conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                             device=conv.weight.device, dtype=conv.weight.dtype)
-            new.load_state_dict(conv.state_dict())
-            setattr(parent, name, new)
-            replaced += 1
-    return replaced
+def _to_channels_last(module: nn.Module, args: tuple[Tensor], output: Tensor) -> Tensor:
+    return output.contiguous(memory_format=torch.channels_last)
+
+
+def _run_in_nchw(module: nn.Module) -> None:
+    """Give ``module`` NCHW weights and hooks that hand it an NCHW input and give its output back in channels_last."""
+    module.to(memory_format=torch.contiguous_format)
+    module.register_forward_pre_hook(_to_nchw)
+    module.register_forward_hook(_to_channels_last)
+
+
+def _slow_in_channels_last(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.groups > 1 and module.groups == module.in_channels
+            and max(module.dilation) >= NCHW_MIN_DILATION)
+
+
+def keep_nchw(model: nn.Module) -> list[str]:
+    """Run the atrous depthwise convs (dilation >= ``NCHW_MIN_DILATION``) of a channels_last ``model`` in NCHW;
+    return the names of the modules that now run in NCHW.
+
+    A module with ``nchw_region = True`` that holds such convs (ASPP, whose branches share one input) runs in NCHW
+    as a whole, so its input and output change layout once; any other such conv changes layout on its own.
+    """
+    slow = {name for name, m in model.named_modules() if _slow_in_channels_last(m)}
+    regions = [name for name, m in model.named_modules()
+               if getattr(m, "nchw_region", False) and any(s.startswith(f"{name}.") for s in slow)]
+    singles = [s for s in sorted(slow) if not any(s.startswith(f"{r}.") for r in regions)]
+    for name in regions + singles:
+        _run_in_nchw(model.get_submodule(name))
+    return regions + singles
 
 
 def fuse_model(model: nn.Module, *, channels_last: bool | None = None, compile: bool | dict[str, Any] = False,
@@ -132,7 +142,7 @@ def fuse_model(model: nn.Module, *, channels_last: bool | None = None, compile: 
         channels_last = param is not None and prefers_channels_last(param.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-        if param.device.type == "cpu":
+        if param is not None and param.device.type == "cpu":
             keep_nchw(model)
     if compile:
         options = compile if isinstance(compile, dict) else {}
@@ -148,7 +158,8 @@ class Fusable:
 
     def fuse(self, *, channels_last: bool | None = None, compile: bool | dict[str, Any] = False) -> nn.Module:
         """The inference fast path, in place: fold every BatchNorm into its conv (exact), drop dropout, move to
-        channels_last where that is faster on the model's device (CPU) and optionally ``torch.compile``.
+        channels_last where that is faster on the model's device (CPU; ASPP's atrous depthwise convs stay NCHW)
+        and optionally ``torch.compile``.
 
         Call after loading weights and ``model.eval()``; returns the model (``model = model.eval().fuse()``).
         The fused model computes the same function (outputs equal within float rounding) but has no BatchNorm

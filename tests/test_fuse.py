@@ -13,7 +13,7 @@ from torch import nn
 
 from backbones import create_backbone
 from backbones.blocks import channel_shuffle
-from backbones.fuse import NCHWConv2d, fold_conv_bn
+from backbones.fuse import fold_conv_bn, keep_nchw
 from heads import create_detector, create_segmenter
 from conftest import randomize_bn
 
@@ -106,13 +106,13 @@ def test_fold_conv_bn_keeps_an_existing_bias_and_refuses_batch_statistics() -> N
         fold_conv_bn(nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6, track_running_stats=False).eval())
 
 
-def test_scripting_a_fused_backbone() -> None:
-    model = randomize_bn(create_backbone(FAMILIES[1], output_stride=16)).eval()
+def test_scripting_a_fused_segmenter() -> None:
+    """TorchScript still compiles the fused model, NCHW-region hooks of the ASPP included."""
+    model = randomize_bn(_segmenter(FAMILIES[1])).eval()
     expected = _outputs(model)
-    scripted = torch.jit.script(model.fuse(channels_last=False))
+    scripted = torch.jit.script(model.fuse())
     with torch.no_grad():
-        for a, b in zip(scripted(IMAGE), expected):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(scripted(IMAGE), expected[0], rtol=1e-5, atol=1e-5)
 
 
 def test_channel_shuffle_keeps_channels_last() -> None:
@@ -125,14 +125,17 @@ def test_channel_shuffle_keeps_channels_last() -> None:
 
 
 def test_atrous_depthwise_convs_stay_nchw() -> None:
-    """On CPU the ASPP's depthwise convs (rates 12, 24, 36 at output stride 8) run in NCHW, everything else in
+    """On CPU the separable ASPP (depthwise rates 12, 24, 36 at output stride 8) runs in NCHW, everything else in
     channels_last; the logits keep the model's format and values."""
     model = randomize_bn(_segmenter(FAMILIES[0])).eval()
     expected = _outputs(model)[0]
     model.fuse(channels_last=True)
-    kept = [m for m in model.modules() if isinstance(m, NCHWConv2d)]
-    assert [m.dilation[0] for m in kept] == [12, 24, 36] and all(m.weight.is_contiguous() for m in kept)
-    assert model.backbone.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in model.head.aspp.parameters())
+    assert model.head.decoder[0][0].conv.weight.is_contiguous(memory_format=torch.channels_last)
     got = _outputs(model)[0]
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    conv = nn.Conv2d(8, 8, 3, padding=6, dilation=6, groups=8)  # outside any region: changes layout on its own
+    assert keep_nchw(nn.Sequential(conv, nn.Conv2d(8, 8, 3, padding=4, dilation=4, groups=8))) == ["0"]
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    assert conv(x).is_contiguous(memory_format=torch.channels_last)
