@@ -58,23 +58,28 @@ QUICK = Plan(backbone=((64, 1),), seg_size=64, seg_strides=(16,), det_image=(60,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tasks.benchmark", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.benchmark",
+        description="Time our backbones, DeepLabV3+, SSDLite, a training step and the data loaders against "
+                    "torchvision, timm and smp, side by side in one process; write benchmark.md, .json and .png.")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"),
-                        help="folder for benchmark.md/.json/.png (must not hold an earlier run's files)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the whole run")
+                        help="folder for the report; must not hold an earlier run's files (default: runs/benchmark)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the whole run (default: 1)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall: elapsed time; cpu: this process's CPU time, which leaves out time taken by other "
-                             "jobs on a shared machine (CPU with --threads 1 only)")
+                        help="wall (default): elapsed time; cpu: this process's CPU time, which leaves out time taken "
+                             "by other jobs on a shared machine (with --threads 1 on CPU only)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="toy sizes and 2 timed runs: checks, not numbers")
-    parser.add_argument("--reps", type=int, default=None, help=f"timed runs per model (default {FULL.reps})")
-    parser.add_argument("--warmup", type=int, default=None, help=f"warm-up runs per model (default {FULL.warmup})")
-    parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated subset of {', '.join(GROUPS)}")
+    parser.add_argument("--reps", type=int, default=None, help=f"timed runs per model (default: {FULL.reps}, "
+                                                               f"--quick {QUICK.reps})")
+    parser.add_argument("--warmup", type=int, default=None, help=f"warm-up runs per model (default: {FULL.warmup})")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help=f"comma-separated subset of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="leave out the torch.compile fast path (compiling takes minutes on CPU)")
+                        help="leave out the torch.compile rows (compiling takes about a minute per model on CPU; "
+                             "--quick always leaves them out)")
     parser.add_argument("--runtimes", action="store_true", help="add ONNX Runtime fp32/INT8 rows")
-    parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts of the data group")
+    parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts to time (default: 0,1,2)")
     return parser.parse_args(argv)
 
 

@@ -32,7 +32,7 @@ def test_same_detections_as_torchvision(score_thresh: float, topk: int, logit_sc
             assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::UserWarning", "ignore::FutureWarning")
 def test_traced_detector_keeps_torchvision_post_processing(monkeypatch) -> None:
     """Tracing (the ONNX exporter's route) must not bake the per-class counts of one input into the graph."""
     model = create_detector("ld_mobilenetv2_035", 4, size=64, score_thresh=0.2).eval().requires_grad_(False)

@@ -1,8 +1,9 @@
 """The compared models: backbone features, DeepLabV3+ inference and a DeepLabV3+ training step.
 
 References are built from the installed libraries with random weights (``weights=None``): speed does not depend
-on the values. Where our default configuration does different work from a reference, a configuration that does
-the same work is timed next to it; the report flags every pair whose counted MACs differ by more than 10%.
+on the values. Where our default configuration does different work from a reference, the configurations of ours
+closest to the reference's work are timed next to it; the report flags every pair whose counted MACs differ by
+more than 10%.
 """
 from __future__ import annotations
 
