@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .fuse import Fusable
+
 
 @dataclass(frozen=True)
 class FeatureInfo:
@@ -25,8 +27,10 @@ class FeatureInfo:
     module: str
 
 
-class Backbone(nn.Module):
+class Backbone(Fusable, nn.Module):
     """Base class: subclasses set the attributes below in ``__init__`` and implement :meth:`forward_taps`.
+
+    ``fuse()`` (from :class:`~backbones.fuse.Fusable`) turns an eval-mode backbone into its inference fast path.
 
     Attributes:
         feature_info: every tap the architecture offers, execution order (modules after the deepest selected

@@ -32,9 +32,13 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     """ShuffleNet §3.1 channel shuffle in the official release's order: ``(C//g, g) -> (g, C//g)``.
 
     Output channel ``k * (C // g) + j`` takes input channel ``j * g + k``; this is the inverse of the
-    ``view(g, C//g).transpose`` form and is what the official checkpoints were trained with.
+    ``view(g, C//g).transpose`` form and is what the official checkpoints were trained with. A channels_last input
+    gives a channels_last output (shuffled in its NHWC view), so the fast path does not fall back to NCHW here.
     """
     n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, c // groups, groups).transpose(3, 4)
+        return nhwc.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.reshape(n, c // groups, groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

@@ -18,6 +18,7 @@ from backbones import create_backbone
 from backbones.base import Backbone, check_keywords, keyword_names
 from backbones.registry import backbone_keywords
 from backbones.blocks import ConvNormAct
+from backbones.fuse import Fusable
 
 ASPP_RATES = (6, 12, 18)  # atrous rates at output stride 16; scaled by 16 / stride of the deepest map
 LOW_LEVEL_STRIDE = 4
@@ -58,7 +59,13 @@ class ImagePooling(nn.Module):
 
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling (DeepLabV3 §3.3): a 1x1 conv, one 3x3 conv per atrous rate and image
-    pooling, concatenated and projected by a 1x1 conv-BN-ReLU, then dropout. ``(N, C, h, w) -> (N, out, h, w)``."""
+    pooling, concatenated and projected by a 1x1 conv-BN-ReLU, then dropout. ``(N, C, h, w) -> (N, out, h, w)``.
+
+    ``nchw_region``: the fast path (``fuse()``) on CPU may run the whole module in NCHW, where its atrous
+    depthwise convs are several times faster than in channels_last (``backbones.fuse.keep_nchw``).
+    """
+
+    nchw_region = True
 
     def __init__(self, in_chs: int, out_chs: int = 256, *, rates: Sequence[int] = ASPP_RATES,
                  separable: bool = False, dropout: float = 0.1) -> None:
@@ -146,8 +153,11 @@ class DeepLabV3PlusHead(nn.Module):
         return logits if output_size is None else self.resize(logits, output_size)
 
 
-class Segmenter(nn.Module):
-    """A backbone and a segmentation head: ``(N, in_chans, H, W) -> logits (N, num_classes, H, W)``."""
+class Segmenter(Fusable, nn.Module):
+    """A backbone and a segmentation head: ``(N, in_chans, H, W) -> logits (N, num_classes, H, W)``.
+
+    ``model.eval().fuse()`` gives the inference fast path (:class:`~backbones.fuse.Fusable`).
+    """
 
     __jit_ignored_attributes__ = ["preprocessing"]
 

@@ -1,0 +1,72 @@
+"""``python -m tasks.benchmark --quick`` end to end (files, groups, refusal to overwrite) and the measuring pieces
+it rests on: interleaving, MAC counting, peak memory, and the phase-by-phase SSD forward."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from heads import create_detector
+from tasks import benchmark
+from tasks.bench.detection import ssd_phases
+from tasks.bench.measure import Subject, count_gmacs, peak_memory_mb, summarize, time_interleaved
+
+
+def test_quick_run_writes_every_group(tmp_path) -> None:
+    out = tmp_path / "bench"
+    result = benchmark.main(["--quick", "--runtimes", "--clock", "cpu", "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == sorted(benchmark.OUTPUT_FILES)
+    assert json.loads((out / "benchmark.json").read_text())["groups"] == result["groups"]
+    assert len(result["groups"]) == len(benchmark.QUICK.backbone) + len(benchmark.QUICK.seg_strides) + 3
+    markdown = (out / "benchmark.md").read_text()
+    for group in result["groups"]:
+        assert f"## {group['title']}" in markdown
+        for c in group["comparisons"]:
+            assert c["ratio"] > 0 and c["work_ratio"] > 0
+            assert f"**{c['ratio']:.2f}**" in markdown
+    detection = next(g for g in result["groups"] if g["title"].startswith("SSDLite"))
+    ssdlite = detection["subjects"]["mobilenetv2"]
+    assert set(ssdlite["parts"]) == {"pre", "network", "post"}
+    assert all(0 < p["median"] <= ssdlite["max"] for p in ssdlite["parts"].values())
+    assert [g["clock"] for g in result["groups"]] == ["cpu"] * (len(result["groups"]) - 1) + ["wall"]
+    loader = result["groups"][-1]["subjects"]
+    assert {"seg_0", "det_2"} <= set(loader) and all(s["images_per_s"] > 0 for s in loader.values())
+    assert any("ONNX Runtime" in n for g in result["groups"] for n in g["notes"])  # the hook says why it skipped
+    assert (out / "benchmark.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="already exist.*another --out"):
+        benchmark.main(["--quick", "--groups", "data", "--out", str(out)])
+
+
+def test_rejects_unknown_groups(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown \\['segmentation'\\]"):
+        benchmark.main(["--quick", "--groups", "segmentation", "--out", str(tmp_path)])
+
+
+def test_rounds_alternate_order_after_warmup() -> None:
+    calls: list[str] = []
+    subjects = [Subject(k, k, lambda k=k: calls.append(k)) for k in "abc"]
+    times = time_interleaved(subjects, reps=3, warmup=2, device=torch.device("cpu"))
+    assert calls == list("aabbcc") + list("abc") + list("cba") + list("abc")
+    assert all(len(seconds) == 3 for seconds, _ in times.values())
+    assert summarize([0.003, 0.001, 0.002]) == {"median": 2.0, "p25": 1.5, "p75": 2.5, "min": 1.0, "max": 3.0,
+                                                "reps": 3}
+
+
+def test_macs_and_peak_memory_are_counted() -> None:
+    conv = nn.Conv2d(8, 16, 3, padding=1, groups=2)
+    x = torch.randn(1, 8, 10, 10)
+    assert count_gmacs(lambda: conv(x)) * 1e9 == pytest.approx(16 * 4 * 9 * 100)
+    assert 4.0 <= peak_memory_mb(lambda: torch.ones(1024, 1024).sum(), torch.device("cpu")) < 5.0
+
+
+def test_ssd_phases_reproduce_the_forward() -> None:
+    model = create_detector("ld_mobilenetv2_035", 4, size=96, score_thresh=0.2).eval()
+    images = [torch.rand(3, 70, 90), torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        expected = model(images)
+        detections, parts = ssd_phases(model, images)
+    assert set(parts) == {"pre", "network", "post"}
+    for got, want in zip(detections, expected):
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
