@@ -87,7 +87,7 @@ class DetTrainer(Trainer):
         return self.model(self.precision.prepare_input(torch.stack(images)), targets)
 
     def evaluate(self) -> dict:
-        metrics = evaluate(self.bare_model, self.val_loader, class_names=self.class_names, precision=self.precision,
+        metrics = evaluate(self.eval_model, self.val_loader, class_names=self.class_names, precision=self.precision,
                            coco=self.args.coco, show_progress=self.info.is_main and self.args.progress)
         self.ap_table = metrics.pop("table")
         return metrics
@@ -96,7 +96,7 @@ class DetTrainer(Trainer):
         curves = [("train", "loss"), ("train", "lr"), ("val", "map07"), ("val", "coco_map")]
         plot_curves(read_metrics(self.log.path), self.out / "curves.png", curves=curves[: 4 if self.args.coco else 3])
         if self.args.num_visualize:
-            save_predictions(self.bare_model, self.val_set, self.out / "predictions.png",
+            save_predictions(self.eval_model, self.val_set, self.out / "predictions.png",
                              class_names=self.class_names, count=self.args.num_visualize)
 
     def write_results(self, metrics: dict) -> None:

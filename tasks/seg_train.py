@@ -90,7 +90,7 @@ class SegTrainer(Trainer):
         return {"loss": seg_loss(self.model(images), batch["mask"].to(self.info.device, non_blocking=True))}
 
     def evaluate(self) -> dict:
-        scores = evaluate(self.bare_model, self.val_loader, num_classes=self.args.num_classes,
+        scores = evaluate(self.eval_model, self.val_loader, num_classes=self.args.num_classes,
                           precision=self.precision, show_progress=self.info.is_main and self.args.progress)
         return scores.as_dict(self.class_names)
 
@@ -99,7 +99,7 @@ class SegTrainer(Trainer):
                     curves=[("train", "loss"), ("train", "lr"), ("val", "miou")])
         count = min(self.args.num_visualize, len(self.val_set))
         if count:
-            save_overlays(self.bare_model, self.val_set, range(count), self.out / "overlays.png",
+            save_overlays(self.eval_model, self.val_set, range(count), self.out / "overlays.png",
                           precision=self.precision)
 
     def write_results(self, metrics: dict) -> None:

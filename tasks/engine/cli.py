@@ -257,6 +257,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
+                        help="run a checkpoint on its fast path: BatchNorm folded into the convs (exact), the "
+                             "device's faster memory format (model.fuse())")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                         help="float16 autocast (CUDA only)")
     add_device_arguments(parser)

@@ -27,6 +27,7 @@ from .cli import Interrupted
 from .cli import Defaults, Derived, uses_pretrained
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, set_cpu_threads, setup_distributed
 from .distributed import wrap_model
+from .inference import fused_copy
 from .metrics_log import MetricsLog, progress, read_metrics
 from .optim import build_optimizer, build_scheduler
 from .resume import plain_args
@@ -87,12 +88,13 @@ class Trainer:
         raise NotImplementedError
 
     def evaluate(self) -> dict:
-        """Scores of the current model on the val split, as JSON-able values with ``self.metric`` among them; they
-        are logged, and the last ones reach :meth:`write_results` (called on every rank)."""
+        """Scores of ``self.eval_model`` (the current model on its inference fast path) on the val split, as
+        JSON-able values with ``self.metric`` among them; they are logged, and the last ones reach
+        :meth:`write_results` (called on every rank)."""
         raise NotImplementedError
 
     def write_figures(self) -> None:
-        """PNG figures of the run so far (rank 0)."""
+        """PNG figures of the run so far, predictions by ``self.eval_model`` (rank 0)."""
 
     def write_results(self, metrics: dict) -> None:
         """Final records after the last evaluation (rank 0)."""
@@ -203,6 +205,7 @@ class Trainer:
                 break
 
     def _evaluate_and_save(self) -> None:
+        self.eval_model = fused_copy(self.bare_model)  # what seg_eval/det_eval will run on the checkpoint
         metrics = self.evaluate()
         scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
         self.log.log("val", self.iteration, epoch=self.iteration / self.iters_per_epoch, **metrics)
@@ -213,6 +216,7 @@ class Trainer:
             shown = "  ".join(f"{k} {100 * v:.2f}" for k, v in scalars.items())
             print(f"step {self.iteration}/{self.total}: {shown}{' (best)' if improved else ''}", flush=True)
             self.checkpoints.save_last(self.state())
+        del self.eval_model
 
     def _stop(self, signum: int) -> None:
         if self.info.is_main:
