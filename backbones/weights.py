@@ -264,8 +264,3 @@ def load_pretrained(model: Backbone, source: bool | str | os.PathLike | Mapping[
     model.load_state_dict(converted)
     model.preprocessing = preprocessing or _layout_preprocessing(model, layout)
     return model
-
-
-def named_sources(name: str) -> Sequence[str]:
-    """Names accepted as ``pretrained=`` for backbone ``name`` (first is the default)."""
-    return list(PRETRAINED.get(name, {}))
