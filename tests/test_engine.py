@@ -187,13 +187,16 @@ def test_training_state_restores_model_optimizer_schedule_and_rng(tmp_path):
         engine.restore_training_state({"model": {}}, model, opt, scheduler=sched, precision=precision)
 
 
-def test_cpu_threads_leave_cores_for_workers(monkeypatch):
+def test_cpu_threads_keep_at_most_a_quarter_of_the_cores_for_workers(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
     before = torch.get_num_threads()
     info = engine.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     try:
-        assert engine.set_cpu_threads(info, workers=1) == 3
+        for cores, workers, expected in ((2, 4, 2), (4, 1, 3), (16, 2, 14), (16, 8, 12), (64, 4, 60)):
+            monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+            assert engine.set_cpu_threads(info, workers=workers) == expected, (cores, workers)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert engine.set_cpu_threads(info, workers=4) == 28  # 32 cores per process, 4 kept for workers
         assert engine.set_cpu_threads(info, threads=2) == 2
         with pytest.raises(ValueError, match="threads must be positive"):
             engine.set_cpu_threads(info, threads=0)

@@ -212,7 +212,8 @@ def add_device_arguments(group: argparse._ActionsContainer) -> None:
     """``--device`` and ``--threads``, shared by every command that computes."""
     group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     group.add_argument("--threads", type=positive(int),
-                       help="torch CPU threads per process (default on CPU: the cores per process left by workers)")
+                       help="torch CPU threads per process (default on CPU: the cores per process, less one per "
+                            "loader worker up to a quarter of them)")
 
 
 def parse_train_args(parser: argparse.ArgumentParser, defaults: Defaults, argv: list[str] | None, *,

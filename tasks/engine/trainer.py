@@ -186,14 +186,18 @@ class Trainer:
         totals = all_reduce_sum(self.running.clone()).tolist()
         self.running.zero_()
         means = {name: value / max(totals[-1], 1) for name, value in zip(self.loss_names, totals)}
+        now, (since, step) = time.perf_counter(), self._last_log
+        rate = (self.iteration - step) * self.args.batch_size / max(now - since, 1e-9)
+        self._last_log = now, self.iteration
         self.log.log("train", self.iteration, **means, lr=self.optimizer.param_groups[-1]["lr"],
-                     epoch=self.iteration / self.iters_per_epoch)
+                     epoch=self.iteration / self.iters_per_epoch, images_per_s=round(rate, 2))
 
     def train_epoch(self, limit: int, signals: StopSignals) -> None:
         """Steps until the epoch ends, ``self.iteration`` reaches ``limit`` or a stop signal arrives."""
         self.model.train()
         epoch, done = divmod(self.iteration, self.iters_per_epoch)
         self.loader.sampler.set_epoch(epoch, skip=done * self.loader.batch_size)
+        self._last_log = time.perf_counter(), self.iteration  # a train row's images/s: since the last row
         bar = progress(self.loader, enabled=self.info.is_main and self.args.progress, total=self.iters_per_epoch,
                        initial=done, desc=f"epoch {epoch + 1}")
         for batch in bar:
