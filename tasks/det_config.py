@@ -4,10 +4,11 @@ built-in sample data without it.
 With real data the defaults follow the MobileNetV2-SSDLite VOC recipe (Sandler et al. 2018, §6.2; SSD
 augmentation of Liu et al. 2016, §2.2): VOC07+12 trainval, 320 input, global batch 32, SGD lr 0.01 momentum 0.9,
 weight decay 5e-4 (none on norms and biases), 1 warmup epoch then cosine over 200 epochs, ImageNet-pretrained
-backbone, evaluation on VOC2007 test. The built-in sample data trains on 2 CPU cores in about two minutes:
+backbone, evaluation on VOC2007 test. The built-in sample data trains on 2 CPU cores in about a minute:
 ShuffleNetV1 g3 0.5x from scratch at 96 px with AdamW, zoom-out up to 2x and no min-IoU crop (which on 320 images
-slows learning past that budget; MobileNetV2 from scratch also learns far slower there). The shared options and
-their meaning are those of :mod:`tasks.engine.cli`; the ones below are detection's own.
+slows learning past that budget; MobileNetV2 from scratch also learns far slower there), on one compute thread
+(62 s against 90 s on two). The shared options and their meaning are those of :mod:`tasks.engine.cli`; the ones
+below are detection's own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ DEFAULTS = Defaults(
         "synthetic": dict(backbone="ld_shufflenetv1_g3_050", pretrained="none", size=96, max_zoom_out=2.0,
                           iou_crop=False, batch_size=16, epochs=30, optimizer="adamw", lr=3e-3, weight_decay=0.01,
                           train_split="train", val_split="val", eval_interval=10, workers=1,
-                          synthetic_images=(320, 80), out="runs/det_synthetic"),
+                          threads=1, synthetic_images=(320, 80), out="runs/det_synthetic"),
     },
     exclusive=(("iters", "epochs"), ("warmup_iters", "warmup_epochs")),
 )

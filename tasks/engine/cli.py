@@ -269,6 +269,6 @@ def _add_inference_arguments(parser: argparse.ArgumentParser) -> None:
 
 TRAINER_COMMON: dict[str, Any] = dict(
     momentum=0.9, freeze_bn=False, amp=True, channels_last=True, sync_bn=True,
-    stop_after=None, log_interval=20, num_visualize=4, seed=0, device=None, threads=None, dist_timeout=None,
+    stop_after=None, log_interval=20, num_visualize=4, seed=0, device=None, dist_timeout=None,
     tensorboard=False, progress=True, resume=None)
 """Defaults of the shared options that are the same for both tasks and both modes."""
