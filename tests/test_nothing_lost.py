@@ -111,14 +111,18 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert read_metrics(tmp_path / "cut" / "metrics.jsonl") == read_metrics(tmp_path / "full" / "metrics.jsonl")
 
 
+def _torchrun_det_train(out: Path, *options: str) -> subprocess.Popen:
+    """A 2-process CPU det_train of 200 steps under torchrun, in its own session (so a test can signal it)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "tasks.det_train", *DET_TINY, "--iters", "200", "--log-interval", "1", *options, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
 def test_sigterm_under_torchrun_stops_every_rank_at_one_step(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "tasks.det_train", *DET_TINY, "--iters", "200", "--eval-interval", "100", "--log-interval", "1",
-           "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _torchrun_det_train(out, "--eval-interval", "100")
     _wait_for_step(out / "metrics.jsonl", 2, proc)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
     _, stderr = proc.communicate(timeout=240)
@@ -251,12 +255,7 @@ def _state(pid: int) -> str:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the ranks")
 def test_a_frozen_rank_fails_the_job_after_dist_timeout(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "tasks.det_train", *DET_TINY, "--iters", "200", "--log-interval", "1", "--dist-timeout", "5",
-           "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _torchrun_det_train(out, "--dist-timeout", "5")
     try:
         _wait_for_step(out / "metrics.jsonl", 2, proc)
         ranks = _children(proc.pid)
