@@ -19,12 +19,14 @@ COMMANDS = {
     "det-eval": ("tasks.det_eval", "VOC and COCO mAP of a detection checkpoint"),
     "det-predict": ("tasks.det_predict", "detections for images"),
     "describe": ("tasks.describe", "the registered backbones and their taps"),
+    "compare-training": ("tasks.compare_training", "our recipe vs smp / torchvision plain loops, same data and budget"),
+    "scenes-synthetic": ("tasks.scenes_synthetic", "write the second generated dataset (VOC layout, both tasks)"),
 }
 
 
 def usage() -> str:
     lines = ["usage: lightdense COMMAND [OPTIONS]   (lightdense COMMAND --help for its options)", "", "commands:"]
-    lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<18} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from tasks.seg_data import IGNORE_INDEX, voc_palette
 
-__all__ = ["SYNTHETIC_CLASSES", "make_synthetic_voc"]
+__all__ = ["SYNTHETIC_CLASSES", "make_synthetic_voc", "write_sample"]
 
 SYNTHETIC_CLASSES = ("background", "disc", "square", "triangle", "ring")
 # Base RGB of each foreground class; every instance jitters it, so colours of classes overlap a little.
@@ -74,7 +74,9 @@ def _render(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.nd
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _write_sample(root: Path, image_id: str, image: np.ndarray, label: np.ndarray, palette: bytes) -> None:
+def write_sample(root: Path, image_id: str, image: np.ndarray, label: np.ndarray, palette: bytes | None = None) -> None:
+    """Write ``root/JPEGImages/<id>.jpg`` and ``root/SegmentationClass/<id>.png`` (VOC palette PNG of indices)."""
+    palette = voc_palette().tobytes() if palette is None else palette
     Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
     mask = Image.fromarray(label, mode="P")
     mask.putpalette(palette)
@@ -106,7 +108,7 @@ def make_synthetic_voc(root: str | os.PathLike, *, num_train: int = 240, num_val
     for ids in splits.values():
         for image_id in ids:
             h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-            _write_sample(voc, image_id, *_render(rng, h, w), palette)
+            write_sample(voc, image_id, *_render(rng, h, w), palette)
     for name, ids in {**splits, "trainval": splits["train"] + splits["val"]}.items():
         (lists / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
     return voc
