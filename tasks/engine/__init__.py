@@ -13,7 +13,7 @@ from .checkpoint import CheckpointManager, atomic_save, load_checkpoint
 from .distributed import (DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup_distributed,
                           set_cpu_threads, setup_distributed, wrap_model)
 from .files import IMAGE_SUFFIXES, list_images
-from .metrics_log import MetricsLog, progress, read_metrics
+from .metrics_log import MetricsLog, progress, read_metrics, without_timing
 from .optim import build_optimizer, build_scheduler, cosine_scheduler, param_groups, poly_lr_scheduler
 from .plots import plot_curves, save_panels
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -27,5 +27,5 @@ __all__ = [
     "plot_curves",
     "poly_lr_scheduler", "Precision", "progress", "read_metrics", "restore_rng_state", "restore_training_state",
     "save_panels", "seed_everything", "SeededShardSampler", "set_cpu_threads", "setup_distributed", "training_state",
-    "unwrap", "wrap_model",
+    "unwrap", "without_timing", "wrap_model",
 ]

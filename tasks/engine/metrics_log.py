@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["MetricsLog", "json_safe", "progress", "read_metrics", "write_json"]
+__all__ = ["TIMING_KEYS", "MetricsLog", "json_safe", "progress", "read_metrics", "without_timing", "write_json"]
 
 
 def _plain(value: object) -> object:
@@ -53,6 +53,15 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+TIMING_KEYS = frozenset({"images_per_s"})
+"""Fields of a row measured by the wall clock: a resumed or repeated run reproduces every other field exactly."""
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """``rows`` without their :data:`TIMING_KEYS`, to compare two runs of the same configuration."""
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
 class MetricsLog:
