@@ -12,7 +12,7 @@ Both are scored by the tasks' own evaluation (:func:`tasks.seg_eval.evaluate`, :
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -66,9 +66,19 @@ def _loader(dataset, *, batch_size: int, seed: int, workers: int, collate_fn=Non
                       generator=torch.Generator())
 
 
-def _report(name: str, step: int, iters: int, loss: torch.Tensor, start: float) -> None:
-    if step % max(1, iters // 10) == 0 or step == iters:
-        print(f"{name}: step {step}/{iters} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+def _plain_loop(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batches: Iterator,
+                loss_of: Callable[[object], torch.Tensor], iters: int, start: float) -> None:
+    """The loop of every library's tutorial: loss, zero_grad, backward, step, scheduler step; a line per tenth."""
+    model.train()
+    for step, batch in enumerate(batches, start=1):
+        loss = loss_of(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % max(1, iters // 10) == 0 or step == iters:
+            print(f"{name}: step {step}/{iters} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
 
 
 def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_size: int, seed: int, workers: int,
@@ -83,16 +93,12 @@ def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_siz
     model = smp.DeepLabV3Plus("mobilenet_v2", encoder_weights=None, classes=NUM_CLASSES).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / iters) ** 0.9)
-    model.train()
     loader = _loader(train, batch_size=batch_size, seed=seed, workers=workers)
-    for step, batch in enumerate(_batches(loader, iters), start=1):
-        logits = model(batch["image"].to(device))
-        loss = F.cross_entropy(logits, batch["mask"].to(device), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        _report("smp DeepLabV3+", step, iters, loss, start)
+
+    def loss_of(batch: dict) -> torch.Tensor:
+        return F.cross_entropy(model(batch["image"].to(device)), batch["mask"].to(device), ignore_index=IGNORE_INDEX)
+
+    _plain_loop("smp DeepLabV3+", model, optimizer, scheduler, _batches(loader, iters), loss_of, iters, start)
     train_s = time.perf_counter() - start
     info = DistInfo(0, 1, 0, device)
     scores = seg_eval.evaluate(PadToMultiple(model, model.encoder.output_stride).eval(),
@@ -119,17 +125,15 @@ def train_torchvision_ssdlite(root: str | Path, *, iters: int, batch_size: int, 
         model.transform.min_size, model.transform.max_size, model.transform.fixed_size = (size,), size, (size, size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=4e-5)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=iters)
-    model.train()
     loader = _loader(train, batch_size=batch_size, seed=seed, workers=workers, collate_fn=collate)
-    for step, (images, targets) in enumerate(_batches(loader, iters), start=1):
+
+    def loss_of(batch: tuple) -> torch.Tensor:
+        images, targets = batch
         targets = [{"boxes": t["boxes"].as_subclass(torch.Tensor).to(device), "labels": t["labels"].to(device)}
                    for t in targets]
-        loss = sum(model([image.to(device) for image in images], targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        _report("torchvision SSDLite", step, iters, loss, start)
+        return sum(model([image.to(device) for image in images], targets).values())
+
+    _plain_loop("torchvision SSDLite", model, optimizer, scheduler, _batches(loader, iters), loss_of, iters, start)
     train_s = time.perf_counter() - start
     info = DistInfo(0, 1, 0, device)
     scores = det_eval.evaluate(model, det_eval.eval_loader(val, info, batch_size=max(batch_size, 8), workers=workers),
