@@ -24,11 +24,24 @@ ASPP_RATES = (6, 12, 18)  # atrous rates at output stride 16; scaled by 16 / str
 LOW_LEVEL_STRIDE = 4
 
 
+class SeparableConv(nn.Sequential):
+    """Depthwise-separable 3x3 conv (§3.2): depthwise 3x3 (no bias) -> pointwise 1x1 -> BN -> ReLU.
+
+    No BN or ReLU between the two convs, as in smp's and the popular PyTorch ports' heads (TF DeepLab puts both
+    there). Trained from scratch on small data the in-between BN-ReLU costs a lot: on the scenes set of
+    ``tasks.compare_training`` (600 steps, plain SGD loop) it scored 38 mIoU against 79 without it.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, *, dilation: int = 1) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(in_chs, in_chs, 3, padding=dilation, dilation=dilation, groups=in_chs, bias=False)
+        self.pw = ConvNormAct(in_chs, out_chs, 1)
+
+
 def conv3x3(in_chs: int, out_chs: int, *, dilation: int = 1, separable: bool = False) -> nn.Module:
-    """3x3 conv-BN-ReLU, or its depthwise-separable form (§3.2): depthwise 3x3-BN-ReLU -> pointwise 1x1-BN-ReLU."""
+    """3x3 conv-BN-ReLU, or its depthwise-separable form :class:`SeparableConv`."""
     if separable:
-        return nn.Sequential(ConvNormAct(in_chs, in_chs, 3, dilation=dilation, groups=in_chs),
-                             ConvNormAct(in_chs, out_chs, 1))
+        return SeparableConv(in_chs, out_chs, dilation=dilation)
     return ConvNormAct(in_chs, out_chs, 3, dilation=dilation)
 
 
