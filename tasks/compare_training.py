@@ -5,8 +5,9 @@
     python -m tasks.compare_training --task seg --data-root VOCdevkit/VOC2012 --out runs/compare_seg_voc
 
 Ours is our trainer run in this process (``tasks.seg_train`` / ``tasks.det_train``) in its real-data mode, so with
-the published recipe's defaults (see :mod:`tasks.seg_config`, :mod:`tasks.det_config`), changed only where the
-comparison needs it: the budget (``--iters``, ``--batch-size``, crop / size), random initialisation
+the defaults a user with ``--data-root`` gets (see :mod:`tasks.seg_config`, :mod:`tasks.det_config`; on a few
+hundred images detection picks ``--recipe small``), changed only where the comparison needs it: the budget
+(``--iters``, ``--batch-size``, crop / size), random initialisation
 (``--pretrained none``: no download), MobileNetV2 at width 1.0 (smp's and torchvision's encoders are width 1.0;
 for segmentation ``--separable`` like smp's DeepLabV3+), the train/val splits, and one evaluation at the end. The
 reference is the library's own model under the plain loop of :mod:`tasks.compare.references`. Both read the same
@@ -48,7 +49,7 @@ BUDGETS = {  # per task: the default budget, and --quick's (checks the command, 
 }
 SCENE_SIZES = {"full": (200, 400), "quick": (64, 96)}
 OURS = {"seg": "tasks.seg_train: DeepLabV3+ ld_mobilenetv2_100 --separable, output stride 16, recipe defaults",
-        "det": "tasks.det_train: SSDLite ld_mobilenetv2_100, recipe defaults (SSD augmentation, warmup + cosine)"}
+        "det": "tasks.det_train: SSDLite ld_mobilenetv2_100, recipe defaults (--recipe by data size, warmup + cosine)"}
 REFERENCES = {"seg": "smp.DeepLabV3Plus('mobilenet_v2', encoder_weights=None), plain loop: SGD 0.01, poly 0.9",
               "det": "torchvision ssdlite320_mobilenet_v3_large(weights=None), plain loop: SGD, one-cycle 0.05, flip"}
 NEVER = "1000000"  # --eval-interval in epochs: the trainers then evaluate once, at the end

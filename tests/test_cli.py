@@ -16,18 +16,45 @@ def _parse(task: str, *argv: str, out: str | None = None):
     return args
 
 
-def test_voc_defaults_follow_the_published_recipes():
+def _voc_lists(root, split: str, images: int) -> str:
+    """A VOC folder holding only ``ImageSets/Main/<split>.txt`` with ``images`` ids: what the recipe choice reads."""
+    lists = root / "ImageSets" / "Main"
+    lists.mkdir(parents=True)
+    (lists / f"{split}.txt").write_text("".join(f"{i:06d}\n" for i in range(images)))
+    return str(root)
+
+
+def test_voc_defaults_follow_the_published_recipes(tmp_path):
     seg = _parse("seg", "--data-root", "VOC2012")
     assert (seg.batch_size, seg.iters, seg.epochs, seg.lr, seg.crop_size, seg.output_stride, seg.schedule) == \
         (16, 30000, None, 0.01, 513, 16, "poly")
     assert (seg.num_classes, seg.train_split, seg.momentum, seg.weight_decay, seg.pretrained) == \
         (21, "train", 0.9, 1e-4, "default")
     assert _parse("seg", "--data-root", "VOC2012", "--sbd-root", "SBD").train_split == "train_aug"
-    det = _parse("det", "--data-root", "VOC2007", "VOC2012")
+    voc07, voc12 = (_voc_lists(tmp_path / name, "trainval", n) for name, n in (("VOC2007", 5011), ("VOC2012", 11540)))
+    det = _parse("det", "--data-root", voc07, voc12)
     assert (det.size, det.batch_size, det.epochs, det.iters, det.lr, det.optimizer, det.schedule) == \
         (320, 32, 200, None, 0.01, "sgd", "cosine")
     assert (det.train_split, det.val_split, det.val_root, det.pretrained, det.warmup_epochs) == \
-        ("trainval", "test", "VOC2007", "default", 1.0)
+        ("trainval", "test", voc07, "default", 1.0)
+    assert (det.recipe, det.weight_decay, det.max_zoom_out, det.iou_crop, det.photometric) == \
+        ("published", 5e-4, 4.0, True, True)
+
+
+def test_detection_recipe_follows_the_training_set_size(tmp_path):
+    few = _voc_lists(tmp_path / "few", "train", det_config.SMALL_DATA_IMAGES - 1)
+    det = _parse("det", "--data-root", few, "--train-split", "train")
+    assert (det.recipe, det.lr, det.weight_decay, det.max_zoom_out, det.iou_crop, det.photometric) == \
+        ("small", 0.05, 4e-5, 1.0, False, False)
+    many = _voc_lists(tmp_path / "many", "train", det_config.SMALL_DATA_IMAGES)
+    assert _parse("det", "--data-root", many, "--train-split", "train").recipe == "published"
+    det = _parse("det", "--data-root", few, "--train-split", "train", "--recipe", "published", "--lr", "0.02")
+    assert (det.recipe, det.lr, det.iou_crop) == ("published", 0.02, True)  # a given option beats its recipe
+    with pytest.raises(ValueError, match="--recipe applies to --data-root runs"):
+        _parse("det", "--recipe", "small")
+    # the run's first line lists these with their reasons (Trainer.describe)
+    assert {"recipe", "lr", "max_zoom_out", "val_root"} <= set(det_config.DEFAULTS.derived(det))
+    assert "recipe" not in det_config.DEFAULTS.derived(_parse("det"))
 
 
 def test_sample_data_defaults_and_explicit_values_win():
@@ -65,8 +92,8 @@ def test_backbone_lr_follows_pretrained():
 @pytest.mark.parametrize("task", TASKS)
 def test_help_shows_the_default_of_each_mode(task):
     text = " ".join(TASKS[task].build_parser().format_help().split())
-    lr = {"seg": "(default with --data-root: 0.01; without: 0.05)", "det": "(default with --data-root: 0.01; "
-                                                                          "without: 0.003)"}[task]
+    lr = {"seg": "(default with --data-root: 0.01; without: 0.05)",
+          "det": "(default with --data-root: by --recipe: published 0.01; small 0.05; without: 0.003)"}[task]
     assert lr in text
     assert "(default: 0.9)" in text  # --momentum, the same in both modes
 

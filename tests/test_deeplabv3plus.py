@@ -46,6 +46,14 @@ def test_mobilenetv1_needs_nothing_of_its_own(output_stride: int) -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_separable_convs_have_no_norm_between_depthwise_and_pointwise() -> None:
+    head = create_segmenter("ld_mobilenetv2_050", 3, separable=True, **SMALL_HEAD).head
+    for conv in (head.aspp.branches[1], head.decoder[0], head.decoder[1]):
+        kinds = [type(m) for m in conv.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU))]
+        assert kinds == [nn.Conv2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+        assert conv.dw.groups == conv.dw.in_channels and conv.dw.bias is None
+
+
 def test_aspp_rates_follow_the_deepest_stride() -> None:
     for output_stride, rates in [(8, [12, 24, 36]), (16, [6, 12, 18]), (32, [3, 6, 9])]:
         head = create_segmenter("ld_mobilenetv2_035", 2, output_stride=output_stride, **SMALL_HEAD).head

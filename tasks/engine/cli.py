@@ -130,6 +130,11 @@ class Defaults:
             if text and action.help is not argparse.SUPPRESS:
                 action.help = f"{action.help or ''} {text}".strip()
 
+    def derived(self, args: argparse.Namespace) -> dict[str, Derived]:
+        """The options whose default in ``args``' mode follows other settings."""
+        table = {**self.modes[self.mode(args)], **self.common}
+        return {key: value for key, value in table.items() if isinstance(value, Derived)}
+
     def value(self, key: str, args: argparse.Namespace) -> Any:
         """The default of ``key`` in ``args``' mode (a :class:`Derived` is computed from ``args``)."""
         value = {**self.modes[self.mode(args)], **self.common}[key]

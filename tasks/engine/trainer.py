@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from .amp import Precision
 from .checkpoint import CheckpointManager
 from .cli import Interrupted
-from .cli import Defaults, Derived, uses_pretrained
+from .cli import Defaults, uses_pretrained
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, set_cpu_threads, setup_distributed
 from .distributed import wrap_model
 from .inference import fused_copy
@@ -267,8 +267,8 @@ class Trainer:
         start = f"pretrained ({a.pretrained})" if uses_pretrained(a) else "from scratch"
         given = getattr(a, "_given", ())
         derived = [f"--{key.replace('_', '-')} {getattr(a, key)} ({value.text})"
-                   for key, value in self.defaults.common.items()
-                   if isinstance(value, Derived) and key not in given and getattr(a, key) is not None]
+                   for key, value in self.defaults.derived(a).items()
+                   if key not in given and getattr(a, key) is not None]
         why = f" [defaults that follow other options: {'; '.join(derived)}]" if derived else ""
         return (f"{self.task}: {data}; {a.backbone} {start}, backbone lr x{a.backbone_lr_mult:g}; batch "
                 f"{a.batch_size}; {self.total} steps = {self.total / self.iters_per_epoch:g} epochs of "
