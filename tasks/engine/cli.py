@@ -130,19 +130,22 @@ class Defaults:
             if text and action.help is not argparse.SUPPRESS:
                 action.help = f"{action.help or ''} {text}".strip()
 
+    def table(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Option -> default (a value or a :class:`Derived`) in ``args``' mode, the mode's options first."""
+        return {**self.modes[self.mode(args)], **self.common}
+
     def derived(self, args: argparse.Namespace) -> dict[str, Derived]:
         """The options whose default in ``args``' mode follows other settings."""
-        table = {**self.modes[self.mode(args)], **self.common}
-        return {key: value for key, value in table.items() if isinstance(value, Derived)}
+        return {key: value for key, value in self.table(args).items() if isinstance(value, Derived)}
 
     def value(self, key: str, args: argparse.Namespace) -> Any:
         """The default of ``key`` in ``args``' mode (a :class:`Derived` is computed from ``args``)."""
-        value = {**self.modes[self.mode(args)], **self.common}[key]
+        value = self.table(args)[key]
         return value.compute(args) if isinstance(value, Derived) else value
 
     def fill(self, args: argparse.Namespace) -> argparse.Namespace:
         """Set every option still ``None`` to its default for ``args``' mode; :class:`Derived` ones last."""
-        table = {**self.modes[self.mode(args)], **self.common}
+        table = self.table(args)
         given = {key for key, value in vars(args).items() if value is not None}
         skip = {b if a in given else a for a, b in self.exclusive if a in given or b in given}
         derived = []
