@@ -131,7 +131,8 @@ def test_atrous_depthwise_convs_stay_nchw() -> None:
     expected = _outputs(model)[0]
     model.fuse(channels_last=True)
     assert all(p.is_contiguous() for p in model.head.aspp.parameters())
-    assert model.head.decoder[0].pw.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in (model.head.decoder[0].dw.weight,
+                                                                            model.head.decoder[0].pw.conv.weight))
     got = _outputs(model)[0]
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
