@@ -100,3 +100,44 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert [r["step"] for r in rows if r["split"] == "val"] == [2, 4], "4 images per rank, 2 per step: 2 epochs"
     last = load_checkpoint(out / "last.pt")
     assert last["iteration"] == 4 and last["epoch"] == 2
+
+
+def test_trainer_steps_are_the_plain_loop_of_the_comparison(tmp_path):
+    """With --data-root defaults from scratch and contiguous tensors, a trainer step is exactly the tutorial loop of
+    tasks.compare.references (SGD 0.01, momentum 0.9, weight decay 1e-4 on every parameter, poly 0.9, mean pixel
+    cross-entropy): the comparison measures the recipe, not hidden plumbing. Dropout draws are reseeded per step."""
+    import torch.nn.functional as F
+
+    from heads import create_segmenter
+    from tasks.engine import DistInfo
+    from tasks.seg_config import parse_args
+    from tasks.seg_data import IGNORE_INDEX
+    from tasks.seg_synthetic import make_synthetic_voc
+
+    root = make_synthetic_voc(tmp_path / "data", num_train=8, num_val=2, size_range=(64, 80), seed=1)
+    iters = 4
+    args, _ = parse_args(["--data-root", str(root), "--backbone", "ld_mobilenetv2_035", "--pretrained", "none",
+                          "--num-classes", "5", "--head-channels", "16", "--separable", "--crop-size", "48",
+                          "--batch-size", "4", "--iters", str(iters), "--workers", "0", "--no-channels-last",
+                          "--no-progress", "--out", str(tmp_path / "run")])
+    trainer = seg_train.SegTrainer(args, DistInfo(0, 1, 0, torch.device("cpu")))
+    torch.manual_seed(args.seed)  # the trainer seeds before it builds the model: same initial weights
+    model = create_segmenter("ld_mobilenetv2_035", 5, separable=True, aspp_channels=16, decoder_channels=16).train()
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), model.state_dict().values()))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / iters) ** 0.9)
+    trainer.model.train()
+    trainer.loader.sampler.set_epoch(0)
+    for step, batch in enumerate(trainer.loader):
+        torch.manual_seed(step)
+        ours = trainer.step(batch)[0].item()
+        torch.manual_seed(step)
+        loss = F.cross_entropy(model(batch["image"]), batch["mask"], ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        assert ours == pytest.approx(loss.item(), rel=1e-6), step
+        for (name, a), b in zip(trainer.model.named_parameters(), model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9, msg=f"step {step}: {name}")
+    assert step + 1 == len(trainer.loader) == 2
