@@ -109,6 +109,7 @@ def test_trainer_steps_are_the_plain_loop_of_the_comparison(tmp_path):
     import torch.nn.functional as F
 
     from heads import create_segmenter
+    from tasks.compare.references import sgd_poly
     from tasks.engine import DistInfo
     from tasks.seg_config import parse_args
     from tasks.seg_data import IGNORE_INDEX
@@ -124,8 +125,7 @@ def test_trainer_steps_are_the_plain_loop_of_the_comparison(tmp_path):
     torch.manual_seed(args.seed)  # the trainer seeds before it builds the model: same initial weights
     model = create_segmenter("ld_mobilenetv2_035", 5, separable=True, aspp_channels=16, decoder_channels=16).train()
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), model.state_dict().values()))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / iters) ** 0.9)
+    optimizer, scheduler = sgd_poly(model, iters)  # the comparison's own optimizer and schedule
     trainer.model.train()
     trainer.loader.sampler.set_epoch(0)
     for step, batch in enumerate(trainer.loader):

@@ -28,7 +28,7 @@ from tasks.seg_data import IGNORE_INDEX, VOCSegmentation
 from tasks.seg_transforms import eval_transform, train_transform
 from tasks.voc import VOC_CLASSES
 
-__all__ = ["NUM_CLASSES", "PadToMultiple", "train_smp_deeplab", "train_torchvision_ssdlite"]
+__all__ = ["NUM_CLASSES", "PadToMultiple", "sgd_poly", "train_smp_deeplab", "train_torchvision_ssdlite"]
 
 NUM_CLASSES = len(VOC_CLASSES) + 1  # both references are built for VOC: background + 20
 
@@ -81,6 +81,13 @@ def _plain_loop(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, s
                   flush=True)
 
 
+def sgd_poly(model: nn.Module, iters: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """The segmentation reference's optimizer: SGD lr 0.01 momentum 0.9 weight decay 1e-4 on every parameter, poly
+    0.9 stepped per iteration over ``iters``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / iters) ** 0.9)
+
+
 def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_size: int, seed: int, workers: int,
                       device: torch.device) -> dict:
     """Train and score smp's DeepLabV3+ MobileNetV2; returns ``miou``, ``pixel_acc``, ``train_s``, ``wall_s``."""
@@ -91,8 +98,7 @@ def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_siz
     train = VOCSegmentation(root, "train", num_classes=NUM_CLASSES, transform=train_transform(crop_size))
     val = VOCSegmentation(root, "val", num_classes=NUM_CLASSES, transform=eval_transform())
     model = smp.DeepLabV3Plus("mobilenet_v2", encoder_weights=None, classes=NUM_CLASSES).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 - step / iters) ** 0.9)
+    optimizer, scheduler = sgd_poly(model, iters)
     loader = _loader(train, batch_size=batch_size, seed=seed, workers=workers)
 
     def loss_of(batch: dict) -> torch.Tensor:
