@@ -104,7 +104,7 @@ def test_mobilenetv1_with_either_head_trains_and_evaluates(tmp_path, head):
                    "--num-visualize", "0")  # the last --backbone wins over TINY's
     state = load_checkpoint(out / "last.pt")
     assert state["model_config"]["head"] == head and state["model_config"]["backbone"] == "ld_mobilenetv1_025"
-    again = det_eval.main([str(out / "last.pt"), "--workers", "0", "--no-coco"])
+    again = det_eval.main([str(out / "last.pt"), "--workers", "0", "--threads", "1", "--no-coco"])  # the run's thread
     assert again["map07"] == pytest.approx(metrics["map07"], abs=1e-6, nan_ok=True)
 
 
