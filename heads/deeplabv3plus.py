@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbones import create_backbone
-from backbones.base import Backbone, check_keywords, keyword_names
+from backbones.base import Backbone, check_choice, check_keywords, keyword_names
 from backbones.registry import backbone_keywords
 from backbones.blocks import ConvNormAct
 from backbones.fuse import Fusable
@@ -185,12 +185,21 @@ class Segmenter(Fusable, nn.Module):
         return self.head(self.backbone(x), output_size=x.shape[-2:])
 
 
-def select_taps(backbone_name: str, *, output_stride: int, **backbone_kwargs: Any) -> list[int]:
-    """``[low_level, deep]`` indices into ``feature_info``: the deepest of the backbone's default taps (its stage
-    outputs; for MobileNetV2 the 320ch map, not the 1280ch conv) and the last stride-4 tap before it."""
+ASPP_INPUTS = ("stage", "final")
+
+
+def select_taps(backbone_name: str, *, output_stride: int, aspp_input: str = "stage",
+                **backbone_kwargs: Any) -> list[int]:
+    """``[low_level, deep]`` indices into ``feature_info``: the last stride-4 tap and the ASPP input.
+
+    ``aspp_input="stage"`` is the deepest of the backbone's default taps, its last stage output (MobileNetV2: the
+    320ch map, the cheaper choice of MobileNetV2 paper §6.3); ``"final"`` its last tap (MobileNetV2: the 1280ch
+    1x1 conv, as smp's encoder feeds ASPP). The two are one tap on backbones without a conv after the last stage.
+    """
+    check_choice("aspp_input", aspp_input, ASPP_INPUTS)
     with torch.device("meta"):  # read the contract without allocating weights
         probe = create_backbone(backbone_name, output_stride=output_stride, **backbone_kwargs)
-    deep = max(probe.out_indices)
+    deep = max(probe.out_indices) if aspp_input == "stage" else len(probe.feature_info) - 1
     low = [i for i, f in enumerate(probe.feature_info[:deep]) if f.stride == LOW_LEVEL_STRIDE]
     if not low:
         raise ValueError(f"backbone {backbone_name!r} has no stride-{LOW_LEVEL_STRIDE} tap for the decoder; taps: "
@@ -200,7 +209,7 @@ def select_taps(backbone_name: str, *, output_stride: int, **backbone_kwargs: An
 
 def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int = 16,
                      pretrained_backbone: bool | str | os.PathLike | Mapping[str, Tensor] = False,
-                     out_indices: Sequence[int] | None = None,
+                     out_indices: Sequence[int] | None = None, aspp_input: str | None = None,
                      **kwargs: Any) -> Segmenter:
     """Build a DeepLabV3+ :class:`Segmenter` on a registered backbone.
 
@@ -209,7 +218,9 @@ def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int
         num_classes: number of classes (21 for PASCAL VOC, background included).
         output_stride: 8, 16 or 32; stride of the deepest map (the last stages are dilated, §3.1).
         pretrained_backbone: passed to ``create_backbone(pretrained=...)`` (``True``, a name, path, URL, dict).
-        out_indices: backbone taps to read; default :func:`select_taps` (stride-4 map and deepest stage output).
+        out_indices: backbone taps to read; default :func:`select_taps` (the stride-4 map and ``aspp_input``).
+        aspp_input: ``"stage"`` (default: the last stage's output) or ``"final"`` (the backbone's last tap,
+            MobileNetV2's 1280ch conv) feeds ASPP; see :func:`select_taps`. Give it or ``out_indices``, not both.
         kwargs: keywords of :class:`DeepLabV3PlusHead` go to the head, the rest to ``create_backbone``
             (``in_chans``, ``frozen_stages``, ``norm_eval``, ``act_layer``, ...).
     """
@@ -218,8 +229,12 @@ def create_segmenter(backbone_name: str, num_classes: int, *, output_stride: int
     check_keywords("create_segmenter", kwargs, valid)
     head_kwargs = {k: v for k, v in kwargs.items() if k in head_keys}
     backbone_kwargs = {k: v for k, v in kwargs.items() if k not in head_keys}
+    if out_indices is not None and aspp_input is not None:
+        raise ValueError(f"give out_indices or aspp_input, not both: out_indices {list(out_indices)} already names "
+                         f"the ASPP input (the last index)")
     if out_indices is None:
-        out_indices = select_taps(backbone_name, output_stride=output_stride, **backbone_kwargs)
+        out_indices = select_taps(backbone_name, output_stride=output_stride, aspp_input=aspp_input or "stage",
+                                  **backbone_kwargs)
     backbone = create_backbone(backbone_name, pretrained=pretrained_backbone, out_indices=out_indices,
                                output_stride=output_stride, **backbone_kwargs)
     head = DeepLabV3PlusHead(backbone.channels, backbone.strides, num_classes, **head_kwargs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from heads.deeplabv3plus import ASPP_INPUTS
 from tasks.engine.cli import (TRAINER_COMMON, Defaults, Derived, add_trainer_arguments, parse_train_args, positive,
                               uses_pretrained)
 
@@ -19,6 +20,8 @@ __all__ = ["DEFAULTS", "build_parser", "parse_args"]
 
 BACKBONE_LR_MULT = Derived(lambda args: 0.1 if uses_pretrained(args) else 1.0,
                            "0.1 with --pretrained weights, 1.0 from scratch")
+ASPP_INPUT = Derived(lambda args: "final" if args.separable and not uses_pretrained(args) else "stage",
+                     "final from scratch with --separable, else stage")
 DEFAULTS = Defaults(
     common={**TRAINER_COMMON, "output_stride": 16, "optimizer": "sgd", "schedule": "poly", "weight_decay": 1e-4,
             "warmup_iters": 0, "val_split": "val", "backbone_lr_mult": BACKBONE_LR_MULT,
@@ -26,10 +29,11 @@ DEFAULTS = Defaults(
                                    "train, or train_aug with --sbd-root")},
     modes={
         "voc": dict(backbone="ld_mobilenetv2_100", pretrained="default", num_classes=21, crop_size=513, batch_size=16,
-                    iters=30000, workers=4, head_channels=256, separable=False, lr=0.01, eval_interval=10,
-                    out="runs/seg_voc"),
+                    iters=30000, workers=4, head_channels=256, separable=False, aspp_input=ASPP_INPUT, lr=0.01,
+                    eval_interval=10, out="runs/seg_voc"),
         "synthetic": dict(backbone="ld_mobilenetv2_050", pretrained="none", num_classes=5, crop_size=96, batch_size=8,
-                          epochs=30, workers=1, head_channels=64, separable=True, lr=0.05, eval_interval=1,
+                          epochs=30, workers=1, head_channels=64, separable=True, aspp_input="stage", lr=0.05,
+                          eval_interval=1,
                           log_interval=10, threads=1, synthetic_images=(240, 60), out="runs/seg_synthetic"),
     },
     exclusive=(("iters", "epochs"), ("warmup_iters", "warmup_epochs")),
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--head-channels", type=positive(int), help="ASPP and decoder width (paper: 256)")
     model.add_argument("--separable", action=argparse.BooleanOptionalAction,
                        help="depthwise-separable 3x3 convs in ASPP and decoder (paper §3.2)")
+    model.add_argument("--aspp-input", choices=ASPP_INPUTS,
+                       help="map ASPP reads: stage (the last stage's output, MobileNetV2's 320ch; MobileNetV2 paper "
+                            "§6.3) or final (the backbone's last tap, MobileNetV2's 1280ch conv, as smp; the same "
+                            "map on backbones without one)")
     DEFAULTS.annotate(p)
     return p
 

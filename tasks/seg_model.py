@@ -26,15 +26,16 @@ __all__ = ["build_model", "inference_transform", "load_model", "model_config", "
 def model_config(args: Namespace) -> dict:
     """The plain-type settings that determine the model's shapes (stored in every checkpoint)."""
     return {"backbone": args.backbone, "num_classes": args.num_classes, "output_stride": args.output_stride,
-            "head_channels": args.head_channels, "separable": bool(args.separable)}
+            "head_channels": args.head_channels, "separable": bool(args.separable), "aspp_input": args.aspp_input}
 
 
 def build_model(config: dict, *, pretrained: str | None = None, freeze_bn: bool = False) -> nn.Module:
-    """DeepLabV3+ per ``config`` (see :func:`model_config`); ``pretrained`` as ``--pretrained`` takes it."""
+    """DeepLabV3+ per ``config`` (see :func:`model_config`; checkpoints older than ``aspp_input`` fed ASPP the last
+    stage); ``pretrained`` as ``--pretrained`` takes it."""
     return create_segmenter(config["backbone"], config["num_classes"], output_stride=config["output_stride"],
                             pretrained_backbone=pretrained_arg(pretrained), norm_eval=freeze_bn,
                             aspp_channels=config["head_channels"], decoder_channels=config["head_channels"],
-                            separable=config["separable"])
+                            separable=config["separable"], aspp_input=config.get("aspp_input", "stage"))
 
 
 def preprocessing_of(model: nn.Module) -> dict:

@@ -89,6 +89,16 @@ def test_backbone_lr_follows_pretrained():
     assert _parse("seg", "--data-root", "x", "--backbone-lr-mult", "0.5").backbone_lr_mult == 0.5
 
 
+def test_aspp_input_follows_pretrained_and_separable():
+    scratch = ("--data-root", "x", "--pretrained", "none")
+    assert _parse("seg", *scratch, "--separable").aspp_input == "final"
+    assert _parse("seg", *scratch).aspp_input == "stage"  # the published dense head
+    assert _parse("seg", "--data-root", "x", "--separable").aspp_input == "stage"  # pretrained: the paper's tap
+    assert _parse("seg").aspp_input == "stage"  # the built-in sample run
+    assert _parse("seg", "--data-root", "x", "--aspp-input", "final").aspp_input == "final"
+    assert "aspp_input" in seg_config.DEFAULTS.derived(_parse("seg", *scratch))  # the run's first line says why
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_help_shows_the_default_of_each_mode(task):
     text = " ".join(TASKS[task].build_parser().format_help().split())

@@ -60,6 +60,26 @@ def test_aspp_rates_follow_the_deepest_stride() -> None:
         assert [b.conv.dilation[0] for b in list(head.aspp.branches)[1:]] == rates
 
 
+@pytest.mark.parametrize("name, stage, final", [("ld_mobilenetv2_050", 160, 1280), ("ld_mobilenetv1_025", 256, 256),
+                                                ("ld_shufflenetv1_g3_050", 480, 480)])
+def test_aspp_input_picks_the_last_stage_or_the_last_tap(name: str, stage: int, final: int) -> None:
+    for aspp_input, channels in (("stage", stage), ("final", final)):
+        model = create_segmenter(name, 3, aspp_input=aspp_input, **SMALL_HEAD).eval()
+        assert model.backbone.strides == [4, 16] and model.backbone.channels[-1] == channels
+        assert model.head.aspp.branches[0].conv.in_channels == channels
+        assert model(torch.randn(1, 3, 40, 56)).shape == (1, 3, 40, 56)
+    assert create_segmenter(name, 3, **SMALL_HEAD).backbone.channels[-1] == stage  # the default
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"aspp_input": "head"}, r"aspp_input must be one of \['stage', 'final'\], got 'head'"),
+    ({"aspp_input": "final", "out_indices": [1, 5]}, "give out_indices or aspp_input, not both"),
+])
+def test_aspp_input_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_segmenter("ld_mobilenetv2_035", 3, **kwargs)
+
+
 def test_train_mode_batch_one_keeps_image_pool_stats() -> None:
     model = create_segmenter("ld_mobilenetv2_035", 4, output_stride=16, **SMALL_HEAD).train()
     pool_bn = model.head.aspp.pool.proj.bn

@@ -196,7 +196,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
     seg_root = make_seg_data(root / "seg", num_train=3, num_val=2, size_range=(64, 96))
     args = type("Args", (), dict(backbone=FAMILIES[0], num_classes=5, output_stride=16, head_channels=16,
-                                 separable=True))
+                                 separable=True, aspp_input="stage"))
     config = model_config(args)
     seg = create_segmenter(FAMILIES[0], 5, aspp_channels=16, decoder_channels=16, separable=True)
     torch.save({"task": "seg", "model": _randomized(seg).state_dict(), "model_config": config,

@@ -34,7 +34,7 @@ def _train(out: Path, *extra: str) -> dict:
 
 
 def test_run_writes_outputs_that_eval_and_predict_reproduce(tmp_path):
-    summary = _train(tmp_path / "run", "--iters", "4")
+    summary = _train(tmp_path / "run", "--iters", "4", "--aspp-input", "final")  # a model_config eval must rebuild
     run = tmp_path / "run"
     assert summary["iterations"] == 4
     assert {"last.pt", "best.pt", "metrics.jsonl", "curves.png", "overlays.png", "results.json"} <= \
@@ -44,6 +44,7 @@ def test_run_writes_outputs_that_eval_and_predict_reproduce(tmp_path):
     best_row = max(val, key=lambda r: r["miou"])  # the first of equal scores
     best = load_checkpoint(run / "best.pt")
     assert best["iteration"] == best_row["step"] and best["model_config"]["num_classes"] == 5
+    assert best["model_config"]["aspp_input"] == "final"
     scores = seg_eval.main([str(run / "best.pt"), "--workers", "0", "--threads", "1", "--json", str(run / "s.json")])
     assert scores.miou == pytest.approx(best_row["miou"], abs=1e-12)
     assert json.loads((run / "s.json").read_text())["miou"] == scores.miou
@@ -123,7 +124,8 @@ def test_trainer_steps_are_the_plain_loop_of_the_comparison(tmp_path):
                           "--no-progress", "--out", str(tmp_path / "run")])
     trainer = seg_train.SegTrainer(args, DistInfo(0, 1, 0, torch.device("cpu")))
     torch.manual_seed(args.seed)  # the trainer seeds before it builds the model: same initial weights
-    model = create_segmenter("ld_mobilenetv2_035", 5, separable=True, aspp_channels=16, decoder_channels=16).train()
+    model = create_segmenter("ld_mobilenetv2_035", 5, separable=True, aspp_channels=16, decoder_channels=16,
+                             aspp_input="final").train()
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), model.state_dict().values()))
     optimizer, scheduler = sgd_poly(model, iters)  # the comparison's own optimizer and schedule
     trainer.model.train()
@@ -141,3 +143,12 @@ def test_trainer_steps_are_the_plain_loop_of_the_comparison(tmp_path):
         for (name, a), b in zip(trainer.model.named_parameters(), model.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9, msg=f"step {step}: {name}")
     assert step + 1 == len(trainer.loader) == 2
+
+
+def test_checkpoints_older_than_aspp_input_rebuild_with_the_last_stage():
+    from tasks.seg_model import build_model
+
+    config = {"backbone": "ld_mobilenetv2_035", "num_classes": 3, "output_stride": 16, "head_channels": 8,
+              "separable": True}
+    assert build_model(config).backbone.channels[-1] == 112
+    assert build_model({**config, "aspp_input": "final"}).backbone.channels[-1] == 1280
