@@ -114,14 +114,11 @@ def _our_deeplabs(output_stride: int, *, lighter: bool = False) -> dict[str, tup
     """Our DeepLabV3+ configurations on MobileNetV2 1.0: published plain head, separable head, separable head on
     the 1280 conv (smp's mobilenet_v2 encoder ends with that conv and feeds it to ASPP); ``lighter`` adds the
     separable head on MobileNetV2 0.5 and on ShuffleNetV1."""
-    with torch.device("meta"):
-        info = create_backbone(MNV2).feature_info
-    low, head = [i for i, f in enumerate(info) if f.stride == 4][-1], len(info) - 1
     build = functools.partial(create_segmenter, num_classes=NUM_CLASSES, output_stride=output_stride)
     configs = {"plain": ("plain 256-ch head (published)", build(MNV2)),
                "separable": ("separable head", build(MNV2, separable=True)),
                "separable_1280": ("separable head on the 1280 conv",
-                                  build(MNV2, separable=True, out_indices=[low, head]))}
+                                  build(MNV2, separable=True, aspp_input="final"))}
     if lighter:
         for key, name in (("mobilenetv2_050", "ld_mobilenetv2_050"), ("shufflenet", SHUFFLENET)):
             configs[key] = (f"{name}, separable head", build(name, separable=True))
