@@ -103,20 +103,6 @@ class Backbone(Fusable, nn.Module):
         """``[stem, stage_1, ..., stage_n]``: what ``frozen_stages`` counts (stem is 0)."""
         raise NotImplementedError
 
-    def _init_weights(self) -> None:
-        """He-normal convs (fan-out, He et al. 2015 §2.2), zero conv biases, unit/zero BatchNorm affine: how
-        torchvision and timm initialise their MobileNets, and what training from scratch relies on (PyTorch's
-        default conv init is several times larger for depthwise convs and smaller for projections). Loaded
-        weights replace it."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
     def _freeze(self) -> None:
         for module in self.stage_modules()[: self.frozen_stages + 1]:
             for p in module.parameters():

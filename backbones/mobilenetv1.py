@@ -64,7 +64,6 @@ class MobileNetV1(Backbone):
                 in_chs = out_chs
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self._init_weights()
         self._freeze()
 
     def stage_modules(self) -> list[nn.Module]:

@@ -85,7 +85,6 @@ class MobileNetV2(Backbone):
             stages.append(Stage(*blocks))
         self.stages = nn.Sequential(*stages)
         self.head = ConvNormAct(in_chs, head_chs, act_layer=act) if last_stage == len(ARCH) else None
-        self._init_weights()
         self._freeze()
 
     def stage_modules(self) -> list[nn.Module]:

@@ -73,7 +73,6 @@ class ShuffleNetV1(Backbone):
                 in_chs = out_chs
             stages.append(Stage(*units))
         self.stages = nn.Sequential(*stages)
-        self._init_weights()
         self._freeze()
 
     def stage_modules(self) -> list[nn.Module]:
