@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -257,6 +258,7 @@ def _state(pid: int) -> str:
 def test_a_frozen_rank_fails_the_job_after_dist_timeout(tmp_path):
     out = tmp_path / "ddp"
     proc = _torchrun_det_train(out, "--dist-timeout", "5")
+    ranks: list[int] = []
     try:
         _wait_for_step(out / "metrics.jsonl", 2, proc)
         ranks = _children(proc.pid)
@@ -269,5 +271,6 @@ def test_a_frozen_rank_fails_the_job_after_dist_timeout(tmp_path):
         assert not Path(f"/proc/{waiting}").exists() or _state(waiting) == "Z", "the waiting rank never gave up"
     finally:
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
-        for pid in _children(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in {*ranks, *_children(proc.pid)}:  # the stopped rank outlives torchrun: it ignores SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
