@@ -35,7 +35,7 @@ def build_model(config: dict, *, pretrained: str | None = None, freeze_bn: bool 
     return create_segmenter(config["backbone"], config["num_classes"], output_stride=config["output_stride"],
                             pretrained_backbone=pretrained_arg(pretrained), norm_eval=freeze_bn,
                             aspp_channels=config["head_channels"], decoder_channels=config["head_channels"],
-                            separable=config["separable"], aspp_input=config.get("aspp_input", "stage"))
+                            separable=config["separable"], aspp_input=config.get("aspp_input"))
 
 
 def preprocessing_of(model: nn.Module) -> dict:
