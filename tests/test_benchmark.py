@@ -11,7 +11,8 @@ from torch import nn
 from heads import create_detector
 from tasks import benchmark
 from tasks.bench.detection import ssd_phases
-from tasks.bench.measure import Subject, count_gmacs, peak_memory_mb, summarize, time_interleaved
+from tasks.bench.measure import Comparison, Subject, count_gmacs, peak_memory_mb, summarize, time_interleaved
+from tasks.bench.models import train_step_group
 
 
 def test_quick_run_writes_every_group(tmp_path) -> None:
@@ -53,6 +54,16 @@ def test_rounds_alternate_order_after_warmup() -> None:
     assert all(len(seconds) == 3 for seconds, _ in times.values())
     assert summarize([0.003, 0.001, 0.002]) == {"median": 2.0, "p25": 1.5, "p75": 2.5, "min": 1.0, "max": 3.0,
                                                 "reps": 3}
+
+
+def test_training_step_also_runs_as_seg_train_does() -> None:
+    """seg_train trains in channels_last by default: the step is timed that way too, for smp as well."""
+    group = train_step_group(2, 32, torch.device("cpu"))
+    first_convs = {s.key: next(m for m in s.model.modules() if isinstance(m, nn.Conv2d)) for s in group.subjects}
+    channels_last = {k for k, conv in first_convs.items()
+                     if conv.weight.is_contiguous(memory_format=torch.channels_last)}
+    assert channels_last == {"smp_cl", "separable_cl", "separable_1280_cl"}
+    assert {Comparison("separable_cl", "smp"), Comparison("separable_cl", "smp_cl")} <= set(group.comparisons)
 
 
 def test_macs_and_peak_memory_are_counted() -> None:

@@ -170,10 +170,21 @@ def train_step_group(batch: int, crop: int, device: torch.device) -> Group:
     target = target.to(device)
     models = {"smp": ("smp DeepLabV3Plus mobilenet_v2 OS16", _smp_deeplab(16))}
     models.update({k: (f"ours OS16, {label}", m) for k, (label, m) in _our_deeplabs(16).items()})
-    subjects = []
+    subjects, comparisons = [], []
     for key, (label, model) in models.items():
-        model = model.to(device).train()
-        subjects.append(Subject(key, label, _train_step(model, x, target), model,
-                                role="reference" if key == "smp" else "ours", counted=_forward(model, x)))
+        role = "reference" if key == "smp" else "ours"
+        for layout in ("", "_cl"):
+            if layout and key == "plain":
+                continue
+            net, inputs = copy.deepcopy(model).to(device).train(), x
+            if layout:  # what seg_train runs (--channels-last is its default), for smp too
+                net, inputs = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            text = f"{label}, channels_last" if layout else label
+            subjects.append(Subject(key + layout, text, _train_step(net, inputs, target), net, role=role,
+                                    counted=_forward(net, inputs), same_work_as=key if layout else None))
+            if role == "ours":
+                comparisons += [Comparison(key + layout, "smp")] + ([Comparison(key + layout, "smp_cl")] if layout
+                                                                      else [])
     return Group(f"DeepLabV3+ training step, batch {batch}, crop {crop}x{crop}, SGD", "train step", subjects,
-                 [Comparison(s.key, "smp") for s in subjects[1:]], ["GMACs: the forward pass of the step."])
+                 comparisons, ["GMACs: the forward pass of the step. channels_last: model and batch in NHWC, as "
+                               "seg_train runs them (its --channels-last default)."])
