@@ -5,15 +5,19 @@ import pytest
 import torch
 from torchvision.models.detection.ssd import SSD
 
-from heads import create_detector
+from heads import create_detector, ssd_postprocess
 
 
+@pytest.mark.parametrize("sparse_max", [0, ssd_postprocess.SPARSE_MAX])  # top-k down the columns / sort the passing
 @pytest.mark.parametrize("score_thresh, topk, logit_scale", [
     (0.01, 400, 1.0),   # random-weight regime: every box passes, NMS sees the full top-k of every class
+    (0.01, 5, 1.0),     # ... cut to the top 5 of each class
     (0.3, 50, 4.0),     # trained-model regime: few boxes per class, some classes empty
     (0.999, 400, 1.0),  # nothing passes
 ])
-def test_same_detections_as_torchvision(score_thresh: float, topk: int, logit_scale: float) -> None:
+def test_same_detections_as_torchvision(score_thresh: float, topk: int, logit_scale: float, sparse_max: int,
+                                        monkeypatch) -> None:
+    monkeypatch.setattr(ssd_postprocess, "SPARSE_MAX", sparse_max)
     model = create_detector("ld_mobilenetv2_035", 6, size=96, score_thresh=score_thresh, topk_candidates=topk,
                             detections_per_img=60).eval()
     generator = torch.Generator().manual_seed(0)
