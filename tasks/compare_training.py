@@ -15,6 +15,9 @@ images in the same order and are scored by the same code on the same full-size v
 :class:`tasks.seg_metrics.ConfusionMatrix`, where classes absent from labels and predictions do not count; VOC07
 and area mAP by :class:`tasks.det_metrics.VOCAccumulator`, difficult objects ignored).
 
+One run's score moves by several points with rounding and chance alone on a few dozen val images, so compare
+over several seeds (``--seed 0 1 2``: each redraws generated data, initialisation and order) and read the mean.
+
 Data: ``--data-root`` (a VOC-layout folder with ``train``/``val`` lists), else generated under ``--out/data``: the
 task's built-in sample data (``--dataset sample``) or :mod:`tasks.scenes_synthetic` (``--dataset scenes``). Writes
 ``compare.md`` and ``compare.json`` into ``--out`` (our run is in ``--out/ours``); ``--out`` must be new or empty.
@@ -35,7 +38,7 @@ if not __package__:  # run as a file (`python tasks/compare_training.py`): make 
 import torch
 
 from tasks.compare.references import NUM_CLASSES, train_smp_deeplab, train_torchvision_ssdlite
-from tasks.compare.report import write_report
+from tasks.compare.report import write_report, write_summary
 from tasks.engine.cli import positive, run
 from tasks.voc import read_split
 
@@ -71,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch CPU threads of both (default: all cores)")
     p.add_argument("--workers", type=positive(int, allow_zero=True), default=1, help="DataLoader workers of both "
                                                                                      "(default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and order (default: 0)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="seed of data, initialisation and order (default: 0); several seeds run one comparison each "
+                        "under --out/seed_<N> and report every seed and the mean")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--out", type=Path, help="new or empty folder for the report, our run and generated data "
                                             "(default: runs/compare_<task>_<dataset>)")
@@ -87,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     args.out = args.out or Path(f"runs/compare_{args.task}_{args.dataset}")
     args.argv = sys.argv[1:] if argv is None else argv
+    if len(set(args.seed)) != len(args.seed):
+        raise ValueError(f"--seed lists a seed twice: {args.seed}")
+    args.seeds, args.seed = args.seed, args.seed[0]
     return args
 
 
@@ -186,8 +194,20 @@ def compare(args: argparse.Namespace) -> dict:
     return record
 
 
+def compare_seeds(args: argparse.Namespace) -> dict:
+    """One comparison per seed under ``--out/seed_<N>``, then the per-seed table and mean in ``--out``; returns
+    what the summary ``compare.json`` holds."""
+    _check(args)
+    records = [compare(argparse.Namespace(**{**vars(args), "seed": seed, "out": args.out / f"seed_{seed}"}))
+               for seed in args.seeds]
+    summary, text = write_summary(args.out, records)
+    print(text, flush=True)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
-    return compare(parse_args(argv))
+    args = parse_args(argv)
+    return compare(args) if len(args.seeds) == 1 else compare_seeds(args)
 
 
 if __name__ == "__main__":

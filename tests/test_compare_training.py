@@ -39,6 +39,24 @@ def test_quick_comparison_writes_both_scores(tmp_path, task, dataset, keys):
     assert record["reference"]["metrics"] == written["reference"]["metrics"]
 
 
+def test_several_seeds_report_each_and_the_mean(tmp_path):
+    out = tmp_path / "cmp"
+    summary = compare_training.main(["--task", "seg", "--dataset", "sample", "--quick", "--seed", "3", "5",
+                                     "--threads", "1", "--workers", "0", "--no-progress", "--out", str(out)])
+    runs = [json.loads((out / f"seed_{seed}" / "compare.json").read_text()) for seed in (3, 5)]
+    assert [r["budget"]["seed"] for r in runs] == [3, 5] and summary["seeds"] == [3, 5]
+    assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(summary))
+    miou = summary["metrics"]["miou"]
+    assert miou["ours"] == [r["ours"]["metrics"]["miou"] for r in runs]
+    assert miou["reference"] == [r["reference"]["metrics"]["miou"] for r in runs]
+    assert miou["difference_mean"] == pytest.approx(np.mean(miou["ours"]) - np.mean(miou["reference"]))
+    assert miou["ours_wins"] == sum(o >= r for o, r in zip(miou["ours"], miou["reference"]))
+    text = (out / "compare.md").read_text()
+    assert "| mIoU | 5 |" in text and "| mIoU | mean ± sd |" in text and "seeds [3, 5]" in text
+    with pytest.raises(ValueError, match="--seed lists a seed twice"):
+        compare_training.main(["--task", "seg", "--quick", "--seed", "1", "1", "--out", str(tmp_path / "x")])
+
+
 def test_out_must_be_new_or_empty(tmp_path):
     out = tmp_path / "old"
     out.mkdir()
