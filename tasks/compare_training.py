@@ -38,7 +38,7 @@ if not __package__:  # run as a file (`python tasks/compare_training.py`): make 
 import torch
 
 from tasks.compare.references import NUM_CLASSES, train_smp_deeplab, train_torchvision_ssdlite
-from tasks.compare.report import write_report, write_summary
+from tasks.compare.report import per_class, write_report, write_summary
 from tasks.engine.cli import positive, run
 from tasks.voc import read_split
 
@@ -138,6 +138,11 @@ def _check_warmup(args: argparse.Namespace, root: Path) -> None:
                          f"of --batch-size {args.batch_size} on {images} images): give more --iters or fewer --images")
 
 
+def _scores(metrics: dict) -> dict[str, float | None]:
+    """The overall scores among a run's metrics (per-class lists, tables and timings left out)."""
+    return {k: v for k, v in metrics.items() if (isinstance(v, float) or v is None) and not k.endswith("_s")}
+
+
 def run_ours(args: argparse.Namespace, root: Path) -> dict:
     """Our trainer in this process; returns its final scores and wall time."""
     argv = ["--data-root", str(root), "--train-split", "train", "--val-split", "val", "--backbone",
@@ -156,7 +161,8 @@ def run_ours(args: argparse.Namespace, root: Path) -> dict:
         argv += ["--size", str(args.size), "--no-coco"]
     start = time.perf_counter()
     summary = trainer.main(argv)
-    return {"model": OURS[args.task], "argv": argv, "metrics": summary["metrics"], "train_s": summary["seconds"],
+    return {"model": OURS[args.task], "argv": argv, "metrics": _scores(summary["metrics"]),
+            "per_class": per_class(args.task, summary["metrics"]), "train_s": summary["seconds"],
             "wall_s": time.perf_counter() - start}
 
 
@@ -169,9 +175,8 @@ def run_reference(args: argparse.Namespace, root: Path) -> dict:
         result = train_smp_deeplab(root, crop_size=args.crop_size, **budget)
     else:
         result = train_torchvision_ssdlite(root, size=args.size, **budget)
-    scores = {k: v for k, v in result.items() if not k.endswith("_s")}
-    return {"model": REFERENCES[args.task], "metrics": scores, "train_s": result["train_s"],
-            "wall_s": result["wall_s"]}
+    return {"model": REFERENCES[args.task], "metrics": _scores(result), "per_class": per_class(args.task, result),
+            "train_s": result["train_s"], "wall_s": result["wall_s"]}
 
 
 def compare(args: argparse.Namespace) -> dict:
@@ -188,8 +193,7 @@ def compare(args: argparse.Namespace) -> dict:
               "budget": {k: getattr(args, k) for k in ("iters", "batch_size", "crop_size", "size", "threads",
                                                        "workers", "seed", "device") if getattr(args, k) is not None},
               "command": "python -m tasks.compare_training " + shlex.join(args.argv), "torch": torch.__version__,
-              "reference": reference, "ours": {**ours, "metrics": {k: v for k, v in ours["metrics"].items()
-                                                                   if isinstance(v, float) or v is None}}}
+              "reference": reference, "ours": ours}
     print(write_report(args.out, record), flush=True)
     return record
 

@@ -13,6 +13,7 @@ import pytest
 from tasks import compare_training
 from tasks.det_data import VOCDetection, parse_annotation
 from tasks.scenes_synthetic import SCENE_CLASSES, make_scenes_voc
+from tasks.voc import VOC_CLASSES
 from tasks.seg_data import CLASS_NAMES, IGNORE_INDEX, VOCSegmentation, read_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,17 @@ def test_quick_comparison_writes_both_scores(tmp_path, task, dataset, keys):
     assert "ld_mobilenetv2_100" in written["ours"]["argv"] and written["ours"]["wall_s"] > 0
     table = (out / "compare.md").read_text()
     assert table.startswith("| task | dataset |") and f"| {task} | {dataset} | 3 it × 2" in table
+    ours, ref = written["ours"]["per_class"], written["reference"]["per_class"]  # where a gap comes from
+    assert ours and all(0 <= v <= 1 for v in [*ours.values(), *ref.values()])
+    if task == "det":  # AP is defined for exactly the classes with val boxes, the same for both
+        data = out / "data"
+        records = [parse_annotation(data / "Annotations" / f"{image_id}.xml", data / "JPEGImages")[0]
+                   for image_id in (data / "ImageSets" / "Main" / "val.txt").read_text().split()]
+        labels = {int(label) for record in records for label in record.labels}
+        assert set(ours) == set(ref) == {VOC_CLASSES[label - 1] for label in labels}
+    else:  # IoU is defined for the classes labelled or predicted: background always
+        assert "background" in ours and f"| background | {100 * ref['background']:.2f} |" in table
+    assert "| class | reference" in table
     assert record["reference"]["metrics"] == written["reference"]["metrics"]
 
 
@@ -51,7 +63,11 @@ def test_several_seeds_report_each_and_the_mean(tmp_path):
     assert miou["reference"] == [r["reference"]["metrics"]["miou"] for r in runs]
     assert miou["difference_mean"] == pytest.approx(np.mean(miou["ours"]) - np.mean(miou["reference"]))
     assert miou["ours_wins"] == sum(o >= r for o, r in zip(miou["ours"], miou["reference"]))
+    background = summary["per_class_mean"]["background"]
+    assert background["seeds"] == 2 and background["ours"] == pytest.approx(
+        np.mean([r["ours"]["per_class"]["background"] for r in runs]))
     text = (out / "compare.md").read_text()
+    assert "per class, mean over the seeds" in text
     assert "| mIoU | 5 |" in text and "| mIoU | mean ± sd |" in text and "seeds [3, 5]" in text
     with pytest.raises(ValueError, match="--seed lists a seed twice"):
         compare_training.main(["--task", "seg", "--quick", "--seed", "1", "1", "--out", str(tmp_path / "x")])

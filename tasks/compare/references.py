@@ -24,7 +24,7 @@ from tasks import det_eval, seg_eval
 from tasks.det_data import VOCDetection, collate
 from tasks.det_transforms import eval_transforms, train_transforms
 from tasks.engine import DistInfo, Precision, SeededShardSampler
-from tasks.seg_data import IGNORE_INDEX, VOCSegmentation
+from tasks.seg_data import CLASS_NAMES, IGNORE_INDEX, VOCSegmentation
 from tasks.seg_transforms import eval_transform, train_transform
 from tasks.voc import VOC_CLASSES
 
@@ -90,7 +90,8 @@ def sgd_poly(model: nn.Module, iters: int) -> tuple[torch.optim.SGD, torch.optim
 
 def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_size: int, seed: int, workers: int,
                       device: torch.device) -> dict:
-    """Train and score smp's DeepLabV3+ MobileNetV2; returns ``miou``, ``pixel_acc``, ``train_s``, ``wall_s``."""
+    """Train and score smp's DeepLabV3+ MobileNetV2; returns ``miou``, ``pixel_acc``, ``iou`` (per class name),
+    ``train_s``, ``wall_s``."""
     import segmentation_models_pytorch as smp
 
     start = time.perf_counter()
@@ -110,14 +111,13 @@ def train_smp_deeplab(root: str | Path, *, iters: int, batch_size: int, crop_siz
     scores = seg_eval.evaluate(PadToMultiple(model, model.encoder.output_stride).eval(),
                                seg_eval.eval_loader(val, info, workers=min(workers, 2)), num_classes=NUM_CLASSES,
                                precision=Precision(device))
-    return {"miou": scores.miou, "pixel_acc": scores.pixel_acc, "train_s": train_s,
-            "wall_s": time.perf_counter() - start}
+    return {**scores.as_dict(CLASS_NAMES), "train_s": train_s, "wall_s": time.perf_counter() - start}
 
 
 def train_torchvision_ssdlite(root: str | Path, *, iters: int, batch_size: int, size: int, seed: int, workers: int,
                               device: torch.device) -> dict:
     """Train and score torchvision's SSDLite320 MobileNetV3-Large (at ``size`` if not 320); returns ``map07``,
-    ``map``, ``train_s``, ``wall_s``."""
+    ``map``, ``ap07`` (per class, in ``VOC_CLASSES`` order), ``train_s``, ``wall_s``."""
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     start = time.perf_counter()
@@ -144,4 +144,5 @@ def train_torchvision_ssdlite(root: str | Path, *, iters: int, batch_size: int, 
     info = DistInfo(0, 1, 0, device)
     scores = det_eval.evaluate(model, det_eval.eval_loader(val, info, batch_size=max(batch_size, 8), workers=workers),
                                class_names=VOC_CLASSES, precision=Precision(device), coco=False)
-    return {"map07": scores["map07"], "map": scores["map"], "train_s": train_s, "wall_s": time.perf_counter() - start}
+    return {"map07": scores["map07"], "map": scores["map"], "ap07": scores["ap07"], "train_s": train_s,
+            "wall_s": time.perf_counter() - start}
