@@ -56,8 +56,8 @@ def test_rounds_alternate_order_after_warmup() -> None:
                                                 "reps": 3}
 
 
-def test_training_step_also_runs_as_seg_train_does() -> None:
-    """seg_train trains in channels_last by default: the step is timed that way too, for smp as well."""
+def test_training_step_runs_in_both_layouts() -> None:
+    """seg_train trains in channels_last on CUDA and NCHW on CPU: the step is timed both ways, smp's too."""
     group = train_step_group(2, 32, torch.device("cpu"))
     first_convs = {s.key: next(m for m in s.model.modules() if isinstance(m, nn.Conv2d)) for s in group.subjects}
     channels_last = {k for k, conv in first_convs.items()

@@ -177,7 +177,7 @@ def train_step_group(batch: int, crop: int, device: torch.device) -> Group:
             if layout and key == "plain":
                 continue
             net, inputs = copy.deepcopy(model).to(device).train(), x
-            if layout:  # what seg_train runs (--channels-last is its default), for smp too
+            if layout:  # what seg_train runs on CUDA (its --channels-last default there), for smp too
                 net, inputs = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             text = f"{label}, channels_last" if layout else label
             subjects.append(Subject(key + layout, text, _train_step(net, inputs, target), net, role=role,
@@ -187,4 +187,4 @@ def train_step_group(batch: int, crop: int, device: torch.device) -> Group:
                                                                       else [])
     return Group(f"DeepLabV3+ training step, batch {batch}, crop {crop}x{crop}, SGD", "train step", subjects,
                  comparisons, ["GMACs: the forward pass of the step. channels_last: model and batch in NHWC, as "
-                               "seg_train runs them (its --channels-last default)."])
+                               "seg_train runs them on CUDA; on CPU it trains in NCHW, where BatchNorm is precise."])

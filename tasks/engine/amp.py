@@ -16,7 +16,8 @@ class Precision:
     Args:
         device: the compute device.
         amp: use float16 autocast with a GradScaler (ignored on CPU, where float16 convs are slow).
-        channels_last: convert models and inputs to NHWC (faster for depthwise convs on CPU and with AMP on GPU).
+        channels_last: convert models and inputs to NHWC (faster with AMP on CUDA; seg_train leaves it off on
+            CPU, where BatchNorm's NHWC kernel sums batch statistics imprecisely).
     """
 
     def __init__(self, device: torch.device, *, amp: bool = False, channels_last: bool = False) -> None:

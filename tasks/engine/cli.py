@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from backbones import list_backbones
 from backbones.weights import DownloadError
 
@@ -61,6 +63,11 @@ def pretrained_arg(text: str | None) -> bool | str:
     if text is None:
         return False
     return {"none": False, "default": True}.get(text.lower(), text)
+
+
+def uses_cuda(args: argparse.Namespace) -> bool:
+    """Whether the run computes on CUDA (``--device cuda``, or no ``--device`` and a GPU is available)."""
+    return args.device == "cuda" or (args.device is None and torch.cuda.is_available())
 
 
 def uses_pretrained(args: argparse.Namespace) -> bool:
@@ -194,7 +201,8 @@ def add_trainer_arguments(parser: argparse.ArgumentParser, *, data_root_help: st
     optim.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction,
                        help="keep the backbone's BatchNorm in eval mode (frozen statistics)")
     optim.add_argument("--amp", action=argparse.BooleanOptionalAction, help="float16 autocast + GradScaler on CUDA")
-    optim.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format")
+    optim.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                       help="train in the NHWC memory format (faster convs with AMP on CUDA)")
     optim.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
                        help="SyncBatchNorm under DDP on CUDA (torch has no CPU kernel for it)")
     run_.add_argument("--out", help="run directory: checkpoints, metrics.jsonl, figures (and built-in data)")
