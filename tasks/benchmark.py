@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .bench.data import data_group
-from .bench.detection import detection_group
+from .bench.detection import detection_group, postprocess_group
 from .bench.measure import Group, run_group
 from .bench.models import backbone_group, deeplab_group, train_step_group
 from .bench.report import OUTPUT_FILES, machine_info, write_report
@@ -111,6 +111,7 @@ def _groups(names: list[str], plan: Plan, args: argparse.Namespace, device: torc
                                                         runtimes=args.runtimes)
     if "detection" in names:
         yield lambda: detection_group(plan.det_image, device, compile=compile, clock=args.clock)
+        yield lambda: postprocess_group(device)
     if "train" in names:
         yield lambda: train_step_group(*plan.train, device)
     if "data" in names:

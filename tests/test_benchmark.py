@@ -10,7 +10,7 @@ from torch import nn
 
 from heads import create_detector
 from tasks import benchmark
-from tasks.bench.detection import ssd_phases
+from tasks.bench.detection import postprocess_group, ssd_phases
 from tasks.bench.measure import Comparison, Subject, count_gmacs, peak_memory_mb, summarize, time_interleaved
 from tasks.bench.models import train_step_group
 
@@ -20,12 +20,12 @@ def test_quick_run_writes_every_group(tmp_path) -> None:
     result = benchmark.main(["--quick", "--runtimes", "--clock", "cpu", "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == sorted(benchmark.OUTPUT_FILES)
     assert json.loads((out / "benchmark.json").read_text())["groups"] == result["groups"]
-    assert len(result["groups"]) == len(benchmark.QUICK.backbone) + len(benchmark.QUICK.seg_strides) + 3
+    assert len(result["groups"]) == len(benchmark.QUICK.backbone) + len(benchmark.QUICK.seg_strides) + 4
     markdown = (out / "benchmark.md").read_text()
     for group in result["groups"]:
         assert f"## {group['title']}" in markdown
         for c in group["comparisons"]:
-            assert c["ratio"] > 0 and c["work_ratio"] > 0
+            assert c["ratio"] > 0 and (c["work_ratio"] > 0 if group["short"] != "SSD post" else c["equal_work"])
             assert f"**{c['ratio']:.2f}**" in markdown
     detection = next(g for g in result["groups"] if g["title"].startswith("SSDLite"))
     ssdlite = detection["subjects"]["mobilenetv2"]
@@ -82,3 +82,12 @@ def test_ssd_phases_reproduce_the_forward() -> None:
     assert set(parts) == {"pre", "network", "post"}
     for got, want in zip(detections, expected):
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_post_processing_is_compared_on_the_same_outputs() -> None:
+    """The post-processing row is equal work: both select the same detections from the same head outputs."""
+    group = postprocess_group(torch.device("cpu"))
+    (reference,), (ours,) = ([s.work() for s in group.subjects if s.role == role] for role in ("reference", "ours"))
+    assert len(ours[0]["boxes"]) == 300  # random weights: the full 300 detections, the worst case
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(ours[0][key], reference[0][key])

@@ -17,11 +17,12 @@ from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 from torchvision.models.detection.ssd import SSD
 
 from heads import create_detector
+from heads.ssd_postprocess import postprocess_detections
 
 from .measure import CLOCKS, Comparison, Group, Subject, synchronize
 from .models import MNV2, NUM_CLASSES, SHUFFLENET, fast_paths
 
-__all__ = ["detection_group", "ssd_phases"]
+__all__ = ["detection_group", "postprocess_group", "ssd_phases"]
 
 
 def ssd_phases(model: SSD, images: list[Tensor], clock: Callable[[], float] = time.perf_counter,
@@ -80,3 +81,35 @@ def detection_group(image_size: tuple[int, int], device: torch.device, *, compil
                  "passes them, the worst case for NMS.")
     return Group(f"SSDLite 320, one {image_size[1]}x{image_size[0]} image, end to end", "SSDLite e2e", subjects,
                  [Comparison(s.key, "torchvision") for s in subjects[1:]], notes)
+
+
+def postprocess_group(device: torch.device) -> Group:
+    """Post-processing alone, on the same inputs: ours (:mod:`heads.ssd_postprocess`, what our detectors run)
+    against torchvision's ``SSD.postprocess_detections``.
+
+    Both select from the head outputs and default boxes of torchvision's SSDLite at random weights on one 320x320
+    image, with its thresholds (score 0.001, top-k 300, NMS 0.55, 300 boxes): equal work with the same detections,
+    where the end-to-end rows post-process each model's own outputs, whose boxes overlap differently.
+    """
+    ref = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+    ref = ref.to(device).eval()
+    image = torch.rand(3, 320, 320, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        image_list, _ = ref.transform([image])
+        maps = list(ref.backbone(image_list.tensors).values())
+        outputs, anchors = ref.head(maps), ref.anchor_generator(image_list, maps)
+
+    def select(function: Callable) -> Callable[[], object]:
+        def work() -> object:
+            with torch.inference_mode():
+                return function(ref, outputs, anchors, image_list.image_sizes)
+        return work
+
+    subjects = [Subject("torchvision_post", "torchvision SSD.postprocess_detections",
+                        select(SSD.postprocess_detections), role="reference"),
+                Subject("ours_post", "heads.ssd_postprocess (all classes at once)", select(postprocess_detections))]
+    return Group("SSD post-processing alone, on torchvision SSDLite's outputs for one 320x320 image", "SSD post",
+                 subjects, [Comparison("ours_post", "torchvision_post")],
+                 ["Random weights: every default box passes the 0.001 score threshold, the worst case for NMS. "
+                  "Equal work by construction (the same inputs and detections); no MACs to count."],
+                 count_work=False, same_work=True)
