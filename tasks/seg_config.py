@@ -6,10 +6,10 @@ With real data the defaults follow the DeepLabV3+ MobileNetV2 recipe of the popu
 crop 513, output stride 16, ImageNet-pretrained backbone at 0.1x the head's learning rate. The built-in sample run
 computes on one thread, leaving the other core to the loader worker (2-core CPU: 162 s, 155 s on two), and keeps
 ASPP on the last stage: from scratch with ``--separable`` a ``--data-root`` run feeds it MobileNetV2's 1280ch conv
-instead, which scored 68.8 against 63.1 mIoU over three seeds of ``tasks.compare_training --dataset scenes`` (in
-channels_last). On CPU it trains in NCHW: CPU BatchNorm's channels_last kernel computes batch statistics 10-100x
-further from float64, which cost 7.2 mIoU over six seeds of that comparison (66.8 against 74.0). The shared
-options and their meaning are those of :mod:`tasks.engine.cli`; the ones below are segmentation's own.
+instead, which scored 72.8 against 70.5 mIoU over three seeds of ``tasks.compare_training --dataset scenes`` (68.8
+against 63.1 in channels_last). On CPU it trains in NCHW: CPU BatchNorm's channels_last kernel computes batch
+statistics 10-100x further from float64, which cost 7.2 mIoU over six seeds of that comparison (66.8 against 74.0).
+The shared options and their meaning are those of :mod:`tasks.engine.cli`; the ones below are segmentation's own.
 """
 
 from __future__ import annotations
