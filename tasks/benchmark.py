@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .bench.allocator import allocator_groups
 from .bench.data import data_group
 from .bench.detection import detection_group, postprocess_group
 from .bench.measure import Group, run_group
@@ -42,6 +43,7 @@ class Plan:
     seg_strides: tuple[int, ...]
     det_image: tuple[int, int]  # (H, W) of the image given to the detectors (resized to 320 inside)
     train: tuple[int, int]  # (batch, crop)
+    malloc: dict[str, tuple[int, int]]  # per task: (batch, input side) of the CPU allocator comparison
     data_images: int
     data_image_size: tuple[int, int]
     data_batch: int
@@ -51,10 +53,11 @@ class Plan:
 
 
 FULL = Plan(backbone=((224, 1), (224, 8), (512, 1), (512, 8)), seg_size=512, seg_strides=(16, 8),
-            det_image=(375, 500), train=(8, 256), data_images=64, data_image_size=(375, 500), data_batch=8,
-            data_det_size=320, reps=5, warmup=1)
-QUICK = Plan(backbone=((64, 1),), seg_size=64, seg_strides=(16,), det_image=(60, 80), train=(2, 64), data_images=4,
-             data_image_size=(64, 96), data_batch=2, data_det_size=96, reps=2, warmup=1)
+            det_image=(375, 500), train=(8, 256), malloc={"det": (16, 320), "seg": (8, 256)}, data_images=64,
+            data_image_size=(375, 500), data_batch=8, data_det_size=320, reps=5, warmup=1)
+QUICK = Plan(backbone=((64, 1),), seg_size=64, seg_strides=(16,), det_image=(60, 80), train=(2, 64),
+             malloc={"det": (2, 96), "seg": (2, 64)}, data_images=4, data_image_size=(64, 96), data_batch=2,
+             data_det_size=96, reps=2, warmup=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,6 +117,8 @@ def _groups(names: list[str], plan: Plan, args: argparse.Namespace, device: torc
         yield lambda: postprocess_group(device)
     if "train" in names:
         yield lambda: train_step_group(*plan.train, device)
+        if device.type == "cpu":
+            yield from allocator_groups(plan.malloc)
     if "data" in names:
         workers = [int(w) for w in args.workers.split(",")]
         yield lambda: data_group(scratch, images=plan.data_images, image_size=plan.data_image_size,

@@ -15,6 +15,9 @@ images in the same order and are scored by the same code on the same full-size v
 :class:`tasks.seg_metrics.ConfusionMatrix`, where classes absent from labels and predictions do not count; VOC07
 and area mAP by :class:`tasks.det_metrics.VOCAccumulator`, difficult objects ignored).
 
+Both run in this process, ours first, so on CPU the reference trains under the allocator setting our trainers make
+(:mod:`tasks.engine.memory`): speed, not scores, depends on it.
+
 One run's score moves by several points with rounding and chance alone on a few dozen val images, so compare
 over several seeds (``--seed 0 1 2``: each redraws generated data, initialisation and order) and read the mean.
 

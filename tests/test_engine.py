@@ -6,6 +6,7 @@ import math
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from tasks import engine
+from tasks.engine.memory import glibc
 
 
 def _draws() -> tuple:
@@ -217,3 +219,36 @@ def test_pretrained_words_map_to_create_backbone_values():
 
     assert [pretrained_arg(v) for v in (None, "none", "NONE", "default", "torchvision_v1", "w.pth")] == \
         [False, False, False, True, "torchvision_v1", "w.pth"]
+
+
+MMAP_PROBE = """
+import ctypes, importlib.util
+spec = importlib.util.spec_from_file_location("memory", "tasks/engine/memory.py")  # without torch: a fast start
+memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(memory)
+glibc, reuse_freed_memory = memory.glibc, memory.reuse_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+                                                      "fordblks keepcost").split()]
+
+libc = glibc()
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
+def mapped_mib(mib):  # how much of a block of that size glibc maps on its own
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(mib << 20)
+    mapped = (libc.mallinfo2().hblkhd - before) >> 20
+    libc.free(block)
+    return mapped
+# default; reused; back to the default (larger than the heap's free 64 MiB, which it would serve first)
+print(mapped_mib(64), reuse_freed_memory(), mapped_mib(64), reuse_freed_memory(False), mapped_mib(256))
+"""
+
+
+@pytest.mark.skipif(glibc() is None, reason="mallopt settings are glibc's")
+def test_reusing_freed_memory_serves_large_blocks_from_the_heap():
+    """By default glibc maps a 64 MiB block on its own (and unmaps it on free); with freed memory reused it comes
+    from the heap, and the default comes back. In a fresh process: the trainers set it in this one."""
+    out = subprocess.run([sys.executable, "-c", MMAP_PROBE], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.split() == ["64", "True", "0", "True", "256"]

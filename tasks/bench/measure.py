@@ -63,6 +63,7 @@ class Group:
     count_work: bool = True  # count GMACs and peak memory (off for data loading)
     same_work: bool = False  # the subjects do the same work by construction (when MACs do not measure it)
     clock: str | None = None  # force a clock of CLOCKS (data loading: wall, its work is in other processes)
+    finish: Callable[[], list[str]] | None = None  # after timing: release what the subjects hold; returns notes
 
 
 def synchronize(device: torch.device) -> None:
@@ -158,5 +159,6 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clo
         comparisons.append({"ours": c.ours, "reference": c.reference, "ratio": ours["median"] / ref["median"],
                             "work_ratio": work,
                             "equal_work": group.same_work or (work is not None and abs(work - 1) <= EQUAL_WORK)})
+    notes = group.notes + (group.finish() if group.finish else [])
     return {"title": group.title, "short": group.short, "clock": clock, "subjects": subjects,
-            "comparisons": comparisons, "notes": group.notes}
+            "comparisons": comparisons, "notes": notes}

@@ -68,7 +68,8 @@ def _ratio_rows(groups: list[dict]) -> list[str]:
 def _group_rows(group: dict) -> list[str]:
     subjects = group["subjects"].values()
     if any("images_per_s" in s for s in subjects):
-        rows = ["| loader | images/s | ms per epoch [IQR] |", "|---|---|---|"]
+        what, run = ("loader", "epoch") if group["short"] == "data" else ("model", "step")
+        rows = [f"| {what} | images/s | ms per {run} [IQR] |", "|---|---|---|"]
         rows += [f"| {s['label']} | {s['images_per_s']:.1f} | {_time(s)} |" for s in subjects]
         return rows
     with_parts = any("parts" in s for s in subjects)

@@ -28,6 +28,7 @@ from .cli import Defaults, uses_pretrained
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, set_cpu_threads, setup_distributed
 from .distributed import wrap_model
 from .inference import fused_copy
+from .memory import reuse_freed_memory
 from .metrics_log import MetricsLog, progress, read_metrics
 from .optim import build_optimizer, build_scheduler
 from .resume import plain_args
@@ -286,6 +287,8 @@ def train_main(trainer_cls: type[Trainer], parse_args, argv: list[str] | None) -
     args, state = parse_args(argv)
     info = setup_distributed(args.device, timeout=args.dist_timeout)
     set_cpu_threads(info, threads=args.threads, workers=args.workers)
+    if info.device.type == "cpu":
+        reuse_freed_memory()  # a step's activations reuse the last step's pages instead of faulting in new ones
     try:
         trainer = trainer_cls(args, info, state)
         if info.is_main:
