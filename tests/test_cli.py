@@ -45,16 +45,18 @@ def test_voc_defaults_follow_the_published_recipes(tmp_path):
 def test_detection_recipe_follows_the_training_set_size(tmp_path):
     few = _voc_lists(tmp_path / "few", "train", det_config.SMALL_DATA_IMAGES - 1)
     det = _parse("det", "--data-root", few, "--train-split", "train")
-    assert (det.recipe, det.lr, det.weight_decay, det.max_zoom_out, det.iou_crop, det.photometric) == \
-        ("small", 0.05, 4e-5, 1.0, False, False)
+    assert (det.recipe, det.optimizer, det.lr, det.weight_decay, det.max_zoom_out, det.iou_crop, det.photometric) == \
+        ("small", "adamw", 3e-3, 0.01, 1.0, False, False)
     many = _voc_lists(tmp_path / "many", "train", det_config.SMALL_DATA_IMAGES)
     assert _parse("det", "--data-root", many, "--train-split", "train").recipe == "published"
     det = _parse("det", "--data-root", few, "--train-split", "train", "--recipe", "published", "--lr", "0.02")
-    assert (det.recipe, det.lr, det.iou_crop) == ("published", 0.02, True)  # a given option beats its recipe
+    assert (det.recipe, det.optimizer, det.lr, det.iou_crop) == ("published", "sgd", 0.02, True)  # given beats recipe
+    det = _parse("det", "--data-root", few, "--train-split", "train", "--optimizer", "sgd")
+    assert (det.recipe, det.optimizer, det.lr) == ("small", "sgd", 3e-3)
     with pytest.raises(ValueError, match="--recipe applies to --data-root runs"):
         _parse("det", "--recipe", "small")
     # the run's first line lists these with their reasons (Trainer.describe)
-    assert {"recipe", "lr", "max_zoom_out", "val_root"} <= set(det_config.DEFAULTS.derived(det))
+    assert {"recipe", "optimizer", "lr", "max_zoom_out", "val_root"} <= set(det_config.DEFAULTS.derived(det))
     assert "recipe" not in det_config.DEFAULTS.derived(_parse("det"))
 
 
@@ -124,7 +126,7 @@ def test_detection_trains_in_channels_last_on_every_device(monkeypatch):
 def test_help_shows_the_default_of_each_mode(task):
     text = " ".join(TASKS[task].build_parser().format_help().split())
     lr = {"seg": "(default with --data-root: 0.01; without: 0.05)",
-          "det": "(default with --data-root: by --recipe: published 0.01; small 0.05; without: 0.003)"}[task]
+          "det": "(default with --data-root: by --recipe: published 0.01; small 0.003; without: 0.003)"}[task]
     assert lr in text
     assert "(default: 0.9)" in text  # --momentum, the same in both modes
 
