@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from tasks.engine.memory import glibc, reuse_freed_memory
 
 from .measure import Comparison, Group, Subject
+from .models import train_step as segmentation_step
 
 __all__ = ["allocator_groups", "training_step"]
 
@@ -42,10 +42,7 @@ def training_step(task: str, batch: int, size: int) -> Callable[[], None]:
             return sum(model(x, targets).values())
     else:
         model = create_segmenter("ld_mobilenetv2_100", NUM_CLASSES, separable=True, aspp_input="final").train()
-        mask = torch.randint(0, NUM_CLASSES, (batch, size, size))
-
-        def loss() -> torch.Tensor:
-            return F.cross_entropy(model(x), mask)
+        return segmentation_step(model, x, torch.randint(0, NUM_CLASSES, (batch, size, size)))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step() -> None:

@@ -24,7 +24,7 @@ from heads import create_segmenter
 from .measure import Comparison, Group, Subject
 from .runtimes import runtime_subjects
 
-__all__ = ["backbone_group", "deeplab_group", "fast_paths", "train_step_group"]
+__all__ = ["backbone_group", "deeplab_group", "fast_paths", "train_step", "train_step_group"]
 
 MNV2 = "ld_mobilenetv2_100"
 SHUFFLENET = "ld_shufflenetv1_g3_100"
@@ -146,7 +146,8 @@ def deeplab_group(size: int, output_stride: int, device: torch.device, *, compil
                  [Comparison(s.key, "smp") for s in subjects[1:]], notes)
 
 
-def _train_step(model: nn.Module, x: Tensor, target: Tensor) -> Callable[[], object]:
+def train_step(model: nn.Module, x: Tensor, target: Tensor) -> Callable[[], object]:
+    """One SGD step of a segmenter on ``x``: cross-entropy against ``target`` (255 ignored), backward, update."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
     def work() -> object:
@@ -180,7 +181,7 @@ def train_step_group(batch: int, crop: int, device: torch.device) -> Group:
             if layout:  # what seg_train runs on CUDA (its --channels-last default there), for smp too
                 net, inputs = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
             text = f"{label}, channels_last" if layout else label
-            subjects.append(Subject(key + layout, text, _train_step(net, inputs, target), net, role=role,
+            subjects.append(Subject(key + layout, text, train_step(net, inputs, target), net, role=role,
                                     counted=_forward(net, inputs), same_work_as=key if layout else None))
             if role == "ours":
                 comparisons += [Comparison(key + layout, "smp")] + ([Comparison(key + layout, "smp_cl")] if layout
