@@ -252,3 +252,19 @@ def test_reusing_freed_memory_serves_large_blocks_from_the_heap():
     out = subprocess.run([sys.executable, "-c", MMAP_PROBE], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.split() == ["64", "True", "0", "True", "256"]
+
+
+def test_inference_commands_reuse_freed_memory_on_cpu(monkeypatch):
+    """seg/det eval and predict start through ``start_inference``: on CPU it keeps freed memory in the heap."""
+    import argparse
+
+    from tasks.engine import inference
+
+    calls = []
+    monkeypatch.setattr(inference, "reuse_freed_memory", lambda enabled=True: calls.append(enabled) or True)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    model.fuse = lambda: model
+    args = argparse.Namespace(device="cpu", threads=torch.get_num_threads(), model="best.pt", fuse=True)
+    info, loaded, checkpoint = inference.start_inference(args, task="seg",
+                                                         load_model=lambda path, device: (model, {"path": path}))
+    assert calls == [True] and info.device.type == "cpu" and loaded is model and checkpoint == {"path": "best.pt"}

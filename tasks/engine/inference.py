@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from .distributed import DistInfo, set_cpu_threads, setup_distributed
+from .memory import reuse_freed_memory
 
 __all__ = ["fused_copy", "load_inference_model", "start_inference"]
 
@@ -53,9 +54,15 @@ def load_inference_model(path: str | Path, *, task: str, load_model: Callable[..
 
 def start_inference(args: argparse.Namespace, *, task: str,
                     load_model: Callable[..., tuple[nn.Module, dict]]) -> tuple[DistInfo, nn.Module, dict]:
-    """Join the process group (one process unless torchrun), set the CPU threads, load ``args.model``."""
+    """Join the process group (one process unless torchrun), set the CPU threads, load ``args.model``.
+
+    On CPU freed memory stays in the heap (:func:`~tasks.engine.memory.reuse_freed_memory`): each image's
+    activations reuse the last one's pages instead of faulting in new ones.
+    """
     info = setup_distributed(args.device)
     set_cpu_threads(info, threads=args.threads, workers=getattr(args, "workers", 0))
+    if info.device.type == "cpu":
+        reuse_freed_memory()
     model, checkpoint = load_inference_model(args.model, task=task, load_model=load_model, device=info.device,
                                              fuse=args.fuse)
     return info, model, checkpoint

@@ -1,4 +1,5 @@
-"""CPU training's allocator setting: keep freed memory in the heap for the next step instead of returning it.
+"""The CPU allocator setting of training and inference: keep freed memory in the heap for the next step instead of
+returning it.
 
 glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it
 on ``free``. A training step at detection or segmentation sizes allocates hundreds of such activations and gradients
@@ -6,6 +7,8 @@ on ``free``. A training step at detection or segmentation sizes allocates hundre
 the threads spend their time in page faults: the system share of a ``det_train`` run on 2 cores reached 37%.
 Turning ``mmap`` off for ``malloc`` (``M_MMAP_MAX`` 0) and never trimming the heap (``M_TRIM_THRESHOLD``) lets the
 second step reuse the pages of the first. The process keeps its peak memory instead of returning it between steps.
+Inference gains too: below the threshold glibc still trims the heap's free top, and an evaluation of DeepLabV3+ at
+375x500 faulted in a fifth of its time; MobileNetV2 features at batch 8, 512x512 ran 2.7x faster without the faults.
 jemalloc and tcmalloc (``LD_PRELOAD``, as ``python -m torch.backends.xeon.run_cpu`` sets up) cache freed memory
 themselves; with them these glibc settings have no effect. On other C libraries nothing changes.
 """
