@@ -30,6 +30,7 @@ from .bench.measure import Group, run_group
 from .bench.models import backbone_group, deeplab_group, train_step_group
 from .bench.report import OUTPUT_FILES, machine_info, write_report
 from .engine.cli import run
+from .engine.memory import reuse_freed_memory
 
 GROUPS = ("backbone", "deeplab", "detection", "train", "data")
 
@@ -54,7 +55,7 @@ class Plan:
 
 FULL = Plan(backbone=((224, 1), (224, 8), (512, 1), (512, 8)), seg_size=512, seg_strides=(16, 8),
             det_image=(375, 500), train=(8, 256), malloc={"det": (16, 320), "seg": (8, 256)}, data_images=64,
-            data_image_size=(375, 500), data_batch=8, data_det_size=320, reps=5, warmup=1)
+            data_image_size=(375, 500), data_batch=8, data_det_size=320, reps=9, warmup=1)
 QUICK = Plan(backbone=((64, 1),), seg_size=64, seg_strides=(16,), det_image=(60, 80), train=(2, 64),
              malloc={"det": (2, 96), "seg": (2, 64)}, data_images=4, data_image_size=(64, 96), data_batch=2,
              data_det_size=96, reps=2, warmup=1)
@@ -81,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="leave out the torch.compile rows (compiling takes about a minute per model on CPU; "
                              "--quick always leaves them out)")
+    parser.add_argument("--malloc", choices=["reuse", "default"], default="reuse",
+                        help="on CPU: reuse (default) keeps freed memory in the heap, as the task commands run; "
+                             "default leaves glibc's malloc as it is, returning large blocks to the kernel")
     parser.add_argument("--runtimes", action="store_true", help="add ONNX Runtime fp32/INT8 rows")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts to time (default: 0,1,2)")
     return parser.parse_args(argv)
@@ -135,10 +139,11 @@ def benchmark(args: argparse.Namespace) -> dict:
     if args.clock == "cpu" and device.type != "cpu":
         raise ValueError("--clock cpu counts one process's CPU time: use it with --threads 1 and --device cpu")
     torch.set_num_threads(args.threads)
+    malloc = "reuse" if device.type == "cpu" and args.malloc == "reuse" and reuse_freed_memory() else "default"
     command = "python -m tasks.benchmark " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     result = {"machine": machine_info(device), "groups": [], "notes": [],
               "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "quick": args.quick,
-                           "clock": args.clock}}
+                           "clock": args.clock, "malloc": malloc}}
     with tempfile.TemporaryDirectory(prefix="lightdense_bench_") as scratch:
         for build in _groups(args.groups.split(","), plan, args, device, Path(scratch)):
             start = time.perf_counter()

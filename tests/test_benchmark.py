@@ -28,12 +28,13 @@ def test_quick_run_writes_every_group(tmp_path) -> None:
         assert all(s["images_per_s"] > 0 for s in group["subjects"].values()) and group["clock"] == "wall"
         assert group["comparisons"][0]["equal_work"] and "Peak resident memory" in group["notes"][-1]
     markdown = (out / "benchmark.md").read_text()
+    assert result["settings"]["malloc"] == ("reuse" if glibc() else "default")  # as the task commands run on CPU
     for group in result["groups"]:
         assert f"## {group['title']}" in markdown
         for c in group["comparisons"]:
             same_work = group["short"] == "SSD post" or group in malloc
             assert c["ratio"] > 0 and (c["equal_work"] if same_work else c["work_ratio"] > 0)
-            assert f"**{c['ratio']:.2f}**" in markdown
+            assert f"**{c['ratio']:.2f}** [{c['low']:.2f}–{c['high']:.2f}] | {c['verdict']} |" in markdown
     detection = next(g for g in result["groups"] if g["title"].startswith("SSDLite"))
     ssdlite = detection["subjects"]["mobilenetv2"]
     assert set(ssdlite["parts"]) == {"pre", "network", "post"}
@@ -99,3 +100,17 @@ def test_post_processing_is_compared_on_the_same_outputs() -> None:
     assert len(ours[0]["boxes"]) == 300  # random weights: the full 300 detections, the worst case
     for key in ("boxes", "scores", "labels"):
         assert torch.equal(ours[0][key], reference[0][key])
+
+
+def test_paired_ratio_bounds_the_median_ratio_by_order_statistics() -> None:
+    from tasks.bench.measure import paired_ratio
+
+    ours, reference = [0.9, 0.8, 1.1, 0.95, 0.85, 0.92, 0.88, 0.97, 0.93], [1.0] * 9
+    r = paired_ratio(ours, reference)  # 9 rounds: the 2nd smallest and 2nd largest ratio, 1 - 2 * 10/512
+    assert (r["ratio"], r["low"], r["high"]) == (0.92, 0.85, 0.97) and r["confidence"] == pytest.approx(0.9609, 1e-3)
+    assert r["verdict"] == "faster" and r["ratios"] == sorted(ours)
+    assert paired_ratio([2.0, 4.0, 6.0, 8.0, 10.0], [1.0, 2.0, 2.5, 4.0, 4.0])["verdict"] == "slower"  # 94%: min, max
+    assert paired_ratio([1.1, 0.9, 1.0, 1.2, 0.8], [1.0] * 5)["verdict"] == "unresolved"
+    assert paired_ratio([0.5, 0.5], [1.0, 1.0])["verdict"] == "unresolved"  # 2 runs: 50% is no evidence
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])

@@ -10,6 +10,8 @@ from pathlib import Path
 import matplotlib
 import torch
 
+from .measure import VERDICT_CONFIDENCE
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
@@ -18,6 +20,9 @@ __all__ = ["OUTPUT_FILES", "machine_info", "markdown", "ratio_chart", "write_rep
 OUTPUT_FILES = ("benchmark.md", "benchmark.json", "benchmark.png")
 CLOCK_WORDS = {"wall": "wall clock", "cpu": "process CPU-time clock (time taken by other jobs left out; data loading "
                                             "stays on the wall clock)"}
+
+MALLOC_WORDS = {"reuse": "Freed memory stays in the heap (glibc `mallopt`, as the task commands run on CPU).",
+                "default": "glibc's default malloc (large blocks go back to the kernel when freed)."}
 
 
 def _cpu_model() -> str:
@@ -56,12 +61,14 @@ def _time(s: dict) -> str:
 
 
 def _ratio_rows(groups: list[dict]) -> list[str]:
-    rows = ["| work | ours | reference | time ratio | MACs ratio | equal work |", "|---|---|---|---|---|---|"]
+    rows = ["| work | ours | reference | time ratio [interval] | verdict | MACs ratio | equal work |",
+            "|---|---|---|---|---|---|---|"]
     for g in groups:
         for c in g["comparisons"]:
             ours, ref = g["subjects"][c["ours"]], g["subjects"][c["reference"]]
-            rows.append(f"| {g['title']} | {ours['label']} | {ref['label']} | **{c['ratio']:.2f}** | "
-                        f"{_number(c['work_ratio'])} | {'yes' if c['equal_work'] else 'no'} |")
+            rows.append(f"| {g['title']} | {ours['label']} | {ref['label']} | **{c['ratio']:.2f}** "
+                        f"[{c['low']:.2f}–{c['high']:.2f}] | {c['verdict']} | {_number(c['work_ratio'])} | "
+                        f"{'yes' if c['equal_work'] else 'no'} |")
     return rows
 
 
@@ -83,6 +90,11 @@ def _group_rows(group: dict) -> list[str]:
     return rows
 
 
+def _confidences(result: dict) -> str:
+    levels = sorted({c["confidence"] for g in result["groups"] for c in g["comparisons"]})
+    return "/".join(f"{level:.0%}" for level in levels) or "no"
+
+
 def _header(result: dict) -> list[str]:
     m, s = result["machine"], result["settings"]
     gpu = f", {m['gpu']}" if "gpu" in m else ""
@@ -91,9 +103,13 @@ def _header(result: dict) -> list[str]:
                f"load average {m['load_average'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} at the end.")
     method = (f"Command: `{s['command']}`. {s['warmup']} warm-up and {s['reps']} timed runs of every model, "
               "interleaved (each round runs every model once, alternating order); times are medians with the "
-              f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. Random weights, eval mode unless stated. "
-              "Time ratio: ours / reference (below 1: ours is faster). MACs ratio: ours / reference counted "
-              "multiply-accumulates; equal work: within 10%.")
+              f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. {MALLOC_WORDS[s.get('malloc', 'default')]} "
+              "Random weights, eval mode unless stated. "
+              "Time ratio: the median over rounds of ours / reference in the same round (below 1: ours is faster); "
+              f"[interval]: it holds the true median ratio with {_confidences(result)} confidence (the sign test's "
+              "order-statistic interval); verdict: faster or slower when the interval lies below or above 1 "
+              f"with at least {VERDICT_CONFIDENCE:.0%} confidence, else unresolved. MACs ratio: ours / reference "
+              "counted multiply-accumulates; equal work: within 10%.")
     return ["# lightdense benchmark", "", machine, "", method]
 
 
@@ -109,16 +125,19 @@ def markdown(result: dict) -> str:
 
 
 def ratio_chart(result: dict, path: Path) -> None:
-    """Horizontal bars of every time ratio (equal-work pairs dark, others light), a line at 1."""
-    labels, ratios, equal = [], [], []
+    """Horizontal bars of every time ratio with its interval (equal-work pairs dark, others light), a line at 1."""
+    labels, ratios, spread, equal = [], [], [[], []], []
     for g in result["groups"]:
         for c in g["comparisons"]:
             labels.append(f"{g['short']}: {g['subjects'][c['ours']]['label']} / "
                           f"{g['subjects'][c['reference']]['label'].split()[0]}")
             ratios.append(c["ratio"])
+            spread[0].append(c["ratio"] - c["low"])
+            spread[1].append(c["high"] - c["ratio"])
             equal.append(c["equal_work"])
     fig, ax = plt.subplots(figsize=(13, 0.26 * len(ratios) + 1.2))
-    ax.barh(range(len(ratios)), ratios, color=["tab:blue" if e else "lightsteelblue" for e in equal])
+    ax.barh(range(len(ratios)), ratios, xerr=spread, error_kw={"lw": 0.8, "capsize": 2},
+            color=["tab:blue" if e else "lightsteelblue" for e in equal])
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(range(len(ratios)), labels, fontsize=7)
     ax.invert_yaxis()
