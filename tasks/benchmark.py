@@ -26,7 +26,7 @@ import torch
 from .bench.allocator import allocator_groups
 from .bench.data import data_group
 from .bench.detection import detection_group, postprocess_group
-from .bench.measure import Group, run_group
+from .bench.measure import MAX_ROUNDS, Group, run_group
 from .bench.models import backbone_group, deeplab_group, train_step_group
 from .bench.report import OUTPUT_FILES, machine_info, write_report
 from .engine.cli import run
@@ -51,14 +51,16 @@ class Plan:
     data_det_size: int
     reps: int
     warmup: int
+    min_seconds: float  # a group's rounds go on past ``reps`` until they took this long (tight ratios of fast models)
 
 
 FULL = Plan(backbone=((224, 1), (224, 8), (512, 1), (512, 8)), seg_size=512, seg_strides=(16, 8),
             det_image=(375, 500), train=(8, 256), malloc={"det": (16, 320), "seg": (8, 256)}, data_images=64,
-            data_image_size=(375, 500), data_batch=8, data_det_size=320, reps=9, warmup=1)
+            data_image_size=(375, 500), data_batch=8, data_det_size=320, reps=9, warmup=1,
+            min_seconds=20.0)
 QUICK = Plan(backbone=((64, 1),), seg_size=64, seg_strides=(16,), det_image=(60, 80), train=(2, 64),
              malloc={"det": (2, 96), "seg": (2, 64)}, data_images=4, data_image_size=(64, 96), data_batch=2,
-             data_det_size=96, reps=2, warmup=1)
+             data_det_size=96, reps=2, warmup=1, min_seconds=0.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None, help=f"timed runs per model (default: {FULL.reps}, "
                                                                f"--quick {QUICK.reps})")
     parser.add_argument("--warmup", type=int, default=None, help=f"warm-up runs per model (default: {FULL.warmup})")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help=f"after --reps rounds, go on timing a group until its rounds took this long, at most "
+                             f"{MAX_ROUNDS} rounds (default: {FULL.min_seconds:g}, --quick {QUICK.min_seconds:g})")
     parser.add_argument("--groups", default=",".join(GROUPS),
                         help=f"comma-separated subset of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
@@ -95,8 +100,9 @@ def _check(args: argparse.Namespace) -> None:
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         raise ValueError(f"--groups: unknown {unknown}; valid are {', '.join(GROUPS)}")
-    if args.threads < 1 or (args.reps is not None and args.reps < 1) or (args.warmup or 0) < 0:
-        raise ValueError("--threads and --reps must be positive and --warmup non-negative")
+    if args.threads < 1 or (args.reps is not None and args.reps < 1) or (args.warmup or 0) < 0 \
+            or (args.min_seconds or 0) < 0:
+        raise ValueError("--threads and --reps must be positive, --warmup and --min-seconds non-negative")
     existing = [str(args.out / f) for f in OUTPUT_FILES if (args.out / f).exists()]
     if existing:
         raise ValueError(f"{', '.join(existing)} already exist(s): pass another --out (runs are never overwritten)")
@@ -135,6 +141,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     _check(args)
     plan = QUICK if args.quick else FULL
     reps, warmup = args.reps or plan.reps, plan.warmup if args.warmup is None else args.warmup
+    min_seconds = plan.min_seconds if args.min_seconds is None else args.min_seconds
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.clock == "cpu" and device.type != "cpu":
         raise ValueError("--clock cpu counts one process's CPU time: use it with --threads 1 and --device cpu")
@@ -142,13 +149,15 @@ def benchmark(args: argparse.Namespace) -> dict:
     malloc = "reuse" if device.type == "cpu" and args.malloc == "reuse" and reuse_freed_memory() else "default"
     command = "python -m tasks.benchmark " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     result = {"machine": machine_info(device), "groups": [], "notes": [],
-              "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "quick": args.quick,
+              "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "min_seconds": min_seconds,
+                           "quick": args.quick,
                            "clock": args.clock, "malloc": malloc}}
     with tempfile.TemporaryDirectory(prefix="lightdense_bench_") as scratch:
         for build in _groups(args.groups.split(","), plan, args, device, Path(scratch)):
             start = time.perf_counter()
             group: Group = build()
-            result["groups"].append(run_group(group, reps=reps, warmup=warmup, device=device, clock=args.clock))
+            result["groups"].append(run_group(group, reps=reps, warmup=warmup, device=device, clock=args.clock,
+                                              min_seconds=min_seconds))
             logging.info("%s: %.0f s", group.title, time.perf_counter() - start)
             del group
     if not args.compile or args.quick:

@@ -65,6 +65,21 @@ def test_rounds_alternate_order_after_warmup() -> None:
                                                 "reps": 3}
 
 
+def test_rounds_go_on_until_the_time_budget_is_spent() -> None:
+    import time
+
+    from tasks.bench.measure import MAX_ROUNDS
+
+    def nap() -> None:
+        time.sleep(0.01)
+    subjects = [Subject(k, k, nap) for k in "ab"]  # a round takes about 20 ms
+    rounds = len(time_interleaved(subjects, reps=2, warmup=0, device=torch.device("cpu"), min_seconds=0.2)["a"][0])
+    assert 6 <= rounds <= 11  # 0.2 s of 20 ms rounds (sleep overshoots), more than the 2 asked for
+    fast = [Subject("c", "c", lambda: None)]
+    assert len(time_interleaved(fast, reps=2, warmup=0, device=torch.device("cpu"), min_seconds=60)["c"][0]) \
+        == MAX_ROUNDS
+
+
 def test_training_step_runs_in_both_layouts() -> None:
     """seg_train trains in channels_last on CUDA and NCHW on CPU: the step is timed both ways, smp's too."""
     group = train_step_group(2, 32, torch.device("cpu"))

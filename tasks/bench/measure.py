@@ -24,6 +24,8 @@ __all__ = ["CLOCKS", "Comparison", "Group", "Subject", "count_gmacs", "paired_ra
 Work = Callable[[], object]
 EQUAL_WORK = 0.10
 """Two subjects do equal work when their counted MACs differ by at most this fraction."""
+MAX_ROUNDS = 200
+"""The most timed rounds a group gets when it runs longer to fill its time budget."""
 VERDICT_CONFIDENCE = 0.9
 """The least confidence of a paired-ratio interval that calls ours faster or slower (5 runs give 94%, 9 give 96%)."""
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -84,14 +86,20 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def time_interleaved(subjects: Sequence[Subject], *, reps: int, warmup: int, device: torch.device,
-                     clock: Callable[[], float] = time.perf_counter) -> dict[str, tuple[list[float], list[dict]]]:
-    """Per subject key: seconds of each timed run on ``clock`` and the parts it reported; rounds alternate order."""
+                     clock: Callable[[], float] = time.perf_counter,
+                     min_seconds: float = 0.0) -> dict[str, tuple[list[float], list[dict]]]:
+    """Per subject key: seconds of each timed run on ``clock`` and the parts it reported; rounds alternate order.
+
+    At least ``reps`` rounds, more (up to :data:`MAX_ROUNDS`) until the rounds took ``min_seconds`` of wall time:
+    fast models get enough rounds for a tight interval of their ratios, slow ones are not held longer.
+    """
     for subject in subjects:
         for _ in range(warmup):
             subject.work()
     synchronize(device)
     results: dict[str, tuple[list[float], list[dict]]] = {s.key: ([], []) for s in subjects}
-    for rep in range(reps):
+    began, rep = time.perf_counter(), 0
+    while rep < reps or (rep < MAX_ROUNDS and time.perf_counter() - began < min_seconds):
         for subject in subjects if rep % 2 == 0 else subjects[::-1]:
             synchronize(device)
             start = clock()
@@ -99,6 +107,7 @@ def time_interleaved(subjects: Sequence[Subject], *, reps: int, warmup: int, dev
             synchronize(device)
             results[subject.key][0].append(clock() - start)
             results[subject.key][1].append(parts if isinstance(parts, dict) else {})
+        rep += 1
     return results
 
 
@@ -164,10 +173,13 @@ def _parameters_m(model: nn.Module | None) -> float | None:
     return None if model is None else sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clock: str = "wall") -> dict:
-    """Time (on ``CLOCKS[clock]``), count and compare the group's subjects; returns what the JSON holds."""
+def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clock: str = "wall",
+              min_seconds: float = 0.0) -> dict:
+    """Time (on ``CLOCKS[clock]``; see :func:`time_interleaved`), count and compare the group's subjects; returns
+    what the JSON holds."""
     clock = group.clock or clock
-    timed = time_interleaved(group.subjects, reps=reps, warmup=warmup, device=device, clock=CLOCKS[clock])
+    timed = time_interleaved(group.subjects, reps=reps, warmup=warmup, device=device, clock=CLOCKS[clock],
+                             min_seconds=min_seconds)
     subjects, seconds_of = {}, {key: seconds for key, (seconds, _) in timed.items()}
     for s in group.subjects:
         seconds, parts = timed[s.key]
@@ -190,5 +202,6 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clo
                             "ratio_of_medians": ours["median"] / ref["median"], "work_ratio": work,
                             "equal_work": group.same_work or (work is not None and abs(work - 1) <= EQUAL_WORK)})
     notes = group.notes + (group.finish() if group.finish else [])
-    return {"title": group.title, "short": group.short, "clock": clock, "subjects": subjects,
+    rounds = len(seconds_of[group.subjects[0].key])
+    return {"title": group.title, "short": group.short, "clock": clock, "rounds": rounds, "subjects": subjects,
             "comparisons": comparisons, "notes": notes}

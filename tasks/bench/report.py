@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from .measure import VERDICT_CONFIDENCE
+from .measure import MAX_ROUNDS, VERDICT_CONFIDENCE
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -91,8 +91,8 @@ def _group_rows(group: dict) -> list[str]:
 
 
 def _confidences(result: dict) -> str:
-    levels = sorted({c["confidence"] for g in result["groups"] for c in g["comparisons"]})
-    return "/".join(f"{level:.0%}" for level in levels) or "no"
+    levels = [c["confidence"] for g in result["groups"] for c in g["comparisons"]]
+    return f"at least {min(levels):.0%}" if levels else "no"
 
 
 def _header(result: dict) -> list[str]:
@@ -101,8 +101,10 @@ def _header(result: dict) -> list[str]:
     machine = (f"Machine: {m['cpu']}, {m['cores']} cores{gpu}; device `{m['device']}`, {m['torch_threads']} torch "
                f"thread(s); torch {m['torch']}, torchvision {m['torchvision']}, timm {m['timm']}, smp {m['smp']}; "
                f"load average {m['load_average'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} at the end.")
-    method = (f"Command: `{s['command']}`. {s['warmup']} warm-up and {s['reps']} timed runs of every model, "
-              "interleaved (each round runs every model once, alternating order); times are medians with the "
+    rounds = (f"at least {s['reps']} timed rounds, more until a group's rounds took {s['min_seconds']:g} s (at most "
+              f"{MAX_ROUNDS})" if s.get("min_seconds") else f"{s['reps']} timed rounds")
+    method = (f"Command: `{s['command']}`. {s['warmup']} warm-up run(s) and {rounds} of every model, interleaved "
+              "(each round runs every model once, alternating order); times are medians with the "
               f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. {MALLOC_WORDS[s.get('malloc', 'default')]} "
               "Random weights, eval mode unless stated. "
               "Time ratio: the median over rounds of ours / reference in the same round (below 1: ours is faster); "
@@ -117,7 +119,7 @@ def markdown(result: dict) -> str:
     """The report as Markdown: how it was measured, every ratio, then one table per group."""
     lines = [*_header(result), "", "## Ratios", "", *_ratio_rows(result["groups"])]
     for g in result["groups"]:
-        lines += ["", f"## {g['title']}", "", *_group_rows(g)]
+        lines += ["", f"## {g['title']}", "", f"{g['rounds']} timed rounds.", "", *_group_rows(g)]
         lines += [""] + [f"- {n}" for n in g["notes"]] if g["notes"] else []
     if result["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
