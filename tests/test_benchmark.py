@@ -35,6 +35,10 @@ def test_quick_run_writes_every_group(tmp_path) -> None:
             same_work = group["short"] == "SSD post" or group in malloc
             assert c["ratio"] > 0 and (c["equal_work"] if same_work else c["work_ratio"] > 0)
             assert f"**{c['ratio']:.2f}** [{c['low']:.2f}–{c['high']:.2f}] | {c['verdict']} |" in markdown
+    backbone = result["groups"][0]  # every family, MobileNetV1 against timm's same network
+    assert {"ours", "shufflenet", "mobilenetv1"} <= set(backbone["subjects"])
+    assert any(c["ours"] == "mobilenetv1" and c["reference"] == "timm_v1" and c["equal_work"]
+               for c in backbone["comparisons"])
     detection = next(g for g in result["groups"] if g["title"].startswith("SSDLite"))
     ssdlite = detection["subjects"]["mobilenetv2"]
     assert set(ssdlite["parts"]) == {"pre", "network", "post"}

@@ -27,6 +27,7 @@ from .runtimes import runtime_subjects
 __all__ = ["backbone_group", "deeplab_group", "fast_paths", "train_step", "train_step_group"]
 
 MNV2 = "ld_mobilenetv2_100"
+MNV1 = "ld_mobilenetv1_100"
 SHUFFLENET = "ld_shufflenetv1_g3_100"
 NUM_CLASSES = 21
 
@@ -72,7 +73,8 @@ def _random_input(batch: int, size: int, device: torch.device) -> Tensor:
 
 
 def backbone_group(size: int, batch: int, device: torch.device, *, compile: bool, runtimes: bool) -> Group:
-    """MobileNetV2 features against torchvision, timm and smp, plus ShuffleNetV1 at the same input.
+    """MobileNetV2 features against torchvision, timm and smp; MobileNetV1 against timm's ``mobilenetv1_100`` (the
+    same network); ShuffleNetV1, which no installed library builds, against torchvision's MobileNetV2 at equal input.
 
     torchvision's ``features`` and smp's encoder end with the 1280-channel 1x1 conv; timm's ``features_only``
     stops at the 320-channel stage. Ours is timed both ways (``+ 1280 conv``: the head tap selected). ``compile``
@@ -83,24 +85,29 @@ def backbone_group(size: int, batch: int, device: torch.device, *, compile: bool
     indices = [*ours.out_indices, len(ours.feature_info) - 1]
     ours_head = create_backbone(MNV2, out_indices=indices).to(device).eval()
     shuffle = create_backbone(SHUFFLENET).to(device).eval()
+    mnv1 = create_backbone(MNV1).to(device).eval()
     refs = {"torchvision": torchvision.models.mobilenet_v2().features,
             "timm": timm.create_model("mobilenetv2_100", features_only=True),
-            "smp": smp.encoders.get_encoder("mobilenet_v2", weights=None)}
+            "smp": smp.encoders.get_encoder("mobilenet_v2", weights=None),
+            "timm_v1": timm.create_model("mobilenetv1_100", features_only=True)}
     refs = {k: m.to(device).eval() for k, m in refs.items()}
     labels = {"torchvision": "torchvision mobilenet_v2().features", "timm": "timm mobilenetv2_100 features_only",
-              "smp": "smp mobilenet_v2 encoder"}
+              "smp": "smp mobilenet_v2 encoder", "timm_v1": "timm mobilenetv1_100 features_only"}
     subjects = [Subject(k, labels[k], _inference(m, x), m, role="reference") for k, m in refs.items()]
     subjects += [Subject("ours", f"{MNV2} (5 stages)", _inference(ours, x), ours),
                  Subject("ours_head", f"{MNV2} + 1280 conv", _inference(ours_head, x), ours_head),
-                 Subject("shufflenet", SHUFFLENET, _inference(shuffle, x), shuffle)]
+                 Subject("shufflenet", SHUFFLENET, _inference(shuffle, x), shuffle),
+                 Subject("mobilenetv1", MNV1, _inference(mnv1, x), mnv1)]
     make = functools.partial(_inference, x=x)
     subjects += fast_paths("ours_head", f"{MNV2} + 1280 conv", ours_head, make, compile=compile, notes=notes)
     subjects += fast_paths("shufflenet", SHUFFLENET, shuffle, make, compile=False, notes=notes)
+    subjects += fast_paths("mobilenetv1", MNV1, mnv1, make, compile=False, notes=notes)
     if runtimes:
         subjects += runtime_subjects("ours_head", f"{MNV2} + 1280 conv", ours_head, x, notes=notes)
     pairs = [("ours", "timm"), ("ours_head", "torchvision"), ("ours_head", "smp")]
-    pairs += [(s.key, ref) for s in subjects if s.key.startswith("ours_head_") for ref in refs]
-    pairs += [("shufflenet", "torchvision"), ("shufflenet_fused", "torchvision")]
+    pairs += [(s.key, ref) for s in subjects if s.key.startswith("ours_head_") for ref in refs if ref != "timm_v1"]
+    pairs += [("shufflenet", "torchvision"), ("shufflenet_fused", "torchvision"), ("mobilenetv1", "timm_v1"),
+              ("mobilenetv1_fused", "timm_v1")]
     return Group(f"Backbone features {size}x{size}, batch {batch}", f"backbone {size} b{batch}", subjects,
                  [Comparison(o, r) for o, r in pairs], notes)
 
