@@ -42,8 +42,12 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     return x.reshape(n, c // groups, groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class ConvNormAct(nn.Module):
+class ConvNormAct(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> act``; ``act_layer=None`` leaves the activation out.
+
+    A ``Sequential`` of ``conv``, ``bn`` and ``act``, as torchvision's ``Conv2dNormActivation``: its forward walks
+    the children, where a written-out ``self.act(self.bn(self.conv(x)))`` paid ``nn.Module.__getattr__`` for each
+    (MobileNetV2 224x224 on one CPU thread: 2-3% of the forward, the gap to torchvision's same network).
 
     ``norm=False`` gives ``Conv2d(bias=True) -> act`` instead (``bn`` is an identity), as detection heads without
     BatchNorm are built. Padding is ``dilation * (kernel_size // 2)``, so a stride-``s`` conv maps ``H`` to
@@ -57,9 +61,6 @@ class ConvNormAct(nn.Module):
                               groups, bias=not norm)
         self.bn = nn.BatchNorm2d(out_chs) if norm else nn.Identity()
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
 
 
 class DepthwiseSeparable(nn.Module):

@@ -4,8 +4,10 @@
 ``features_only=True`` gives timm's ``FeatureListNet`` (or ``feature_cls="getter"``) over the same modules, so
 one checkpoint serves both. timm's feature taps are our taps that ``FeatureListNet`` can reach (top-level
 children, or one ``Sequential`` deep): the stage outputs at strides 2..32 (indices 0..4) and, for MobileNetV2,
-the 1280-channel ``head`` (index 5). MobileNetV2's SSDLite expansion tap is left out, keeping timm's convention
-that indices 0..4 are strides 2..32. All timm knowledge of the project lives here.
+the 1280-channel ``head`` (index 5). A top-level conv-BN-act tap (ShuffleNetV1's ``stem``, MobileNetV2's ``head``)
+is a ``Sequential`` that ``FeatureListNet`` splits into its layers, so timm names it by its last one
+(``stem.act``). MobileNetV2's SSDLite expansion tap is left out, keeping timm's convention that indices 0..4 are
+strides 2..32. All timm knowledge of the project lives here.
 
 No ``from __future__ import annotations`` here: torch.fx copies ``forward``'s annotations into the code it
 generates, and TorchScript must resolve them (timm's FX + TorchScript feature path).
@@ -22,7 +24,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from .base import Backbone
-from .blocks import channel_shuffle
+from .blocks import ConvNormAct, channel_shuffle
 from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import MobileNetV2
 from .registry import get_spec, list_backbones
@@ -55,7 +57,7 @@ class TimmClassifier:
         self.taps = self.feature_info
         self.tap_map = timm_taps(self)
         self.feature_info = [dict(num_chs=self.taps[i].channels, reduction=self.taps[i].stride,
-                                  module=self.taps[i].module) for i in self.tap_map]
+                                  module=self._timm_module(self.taps[i].module)) for i in self.tap_map]
         self.trunk_names = [name for name, _ in self.named_children()]
         self.num_features = self.head_hidden_size = self.taps[-1].channels
         self.num_classes = num_classes
@@ -63,6 +65,12 @@ class TimmClassifier:
         self.head_drop = nn.Dropout(self.drop_rate)
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self._traits = {"first_conv": None}  # our weight converter adapts the stem to in_chans itself
+
+    def _timm_module(self, name: str) -> str:
+        """The module timm names for our tap ``name``: a top-level conv-BN-act is a ``Sequential`` that
+        ``FeatureListNet(flatten_sequential=True)`` splits into its layers, so its output is its last layer's."""
+        module = self.get_submodule(name)
+        return f"{name}.{list(module._modules)[-1]}" if isinstance(module, ConvNormAct) else name
 
     @property
     def channels(self) -> list[int]:
@@ -115,7 +123,8 @@ class TimmClassifier:
         for name in names[names.index(top):]:
             module = getattr(self, name)
             if name != top:
-                setattr(self, name, module[:0] if isinstance(module, nn.Sequential) else nn.Identity())
+                stage_list = isinstance(module, nn.Sequential) and not isinstance(module, ConvNormAct)
+                setattr(self, name, module[:0] if stage_list else nn.Identity())
             elif rest:
                 setattr(self, name, module[: int(rest) + 1])
         if prune_head:
