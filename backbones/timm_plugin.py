@@ -70,7 +70,9 @@ class TimmClassifier:
         """The module timm names for our tap ``name``: a top-level conv-BN-act is a ``Sequential`` that
         ``FeatureListNet(flatten_sequential=True)`` splits into its layers, so its output is its last layer's."""
         module = self.get_submodule(name)
-        return f"{name}.{list(module._modules)[-1]}" if isinstance(module, ConvNormAct) else name
+        if not isinstance(module, ConvNormAct):
+            return name
+        return f"{name}.{[child for child, _ in module.named_children()][-1]}"
 
     @property
     def channels(self) -> list[int]:

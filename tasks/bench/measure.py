@@ -180,7 +180,7 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clo
     clock = group.clock or clock
     timed = time_interleaved(group.subjects, reps=reps, warmup=warmup, device=device, clock=CLOCKS[clock],
                              min_seconds=min_seconds)
-    subjects, seconds_of = {}, {key: seconds for key, (seconds, _) in timed.items()}
+    subjects = {}
     for s in group.subjects:
         seconds, parts = timed[s.key]
         entry = {"label": s.label, "role": s.role, **summarize(seconds), "params_m": _parameters_m(s.model)}
@@ -198,10 +198,10 @@ def run_group(group: Group, *, reps: int, warmup: int, device: torch.device, clo
         ours, ref = subjects[c.ours], subjects[c.reference]
         work = ours["gmacs"] / ref["gmacs"] if group.count_work and ref["gmacs"] else None
         comparisons.append({"ours": c.ours, "reference": c.reference,
-                            **paired_ratio(seconds_of[c.ours], seconds_of[c.reference]),
+                            **paired_ratio(timed[c.ours][0], timed[c.reference][0]),
                             "ratio_of_medians": ours["median"] / ref["median"], "work_ratio": work,
                             "equal_work": group.same_work or (work is not None and abs(work - 1) <= EQUAL_WORK)})
     notes = group.notes + (group.finish() if group.finish else [])
-    rounds = len(seconds_of[group.subjects[0].key])
+    rounds = len(timed[group.subjects[0].key][0])
     return {"title": group.title, "short": group.short, "clock": clock, "rounds": rounds, "subjects": subjects,
             "comparisons": comparisons, "notes": notes}
