@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "by other jobs on a shared machine (with --threads 1 on CPU only)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="toy sizes and 2 timed runs: checks, not numbers")
-    parser.add_argument("--reps", type=int, default=None, help=f"timed runs per model (default: {FULL.reps}, "
-                                                               f"--quick {QUICK.reps})")
+    parser.add_argument("--reps", type=int, default=None, help=f"least timed rounds of every model (default: "
+                                                               f"{FULL.reps}, --quick {QUICK.reps})")
     parser.add_argument("--warmup", type=int, default=None, help=f"warm-up runs per model (default: {FULL.warmup})")
     parser.add_argument("--min-seconds", type=float, default=None,
                         help=f"after --reps rounds, go on timing a group until its rounds took this long, at most "
@@ -150,8 +150,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     command = "python -m tasks.benchmark " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     result = {"machine": machine_info(device), "groups": [], "notes": [],
               "settings": {"command": command.strip(), "reps": reps, "warmup": warmup, "min_seconds": min_seconds,
-                           "quick": args.quick,
-                           "clock": args.clock, "malloc": malloc}}
+                           "quick": args.quick, "clock": args.clock, "malloc": malloc}}
     with tempfile.TemporaryDirectory(prefix="lightdense_bench_") as scratch:
         for build in _groups(args.groups.split(","), plan, args, device, Path(scratch)):
             start = time.perf_counter()

@@ -102,10 +102,10 @@ def _header(result: dict) -> list[str]:
                f"thread(s); torch {m['torch']}, torchvision {m['torchvision']}, timm {m['timm']}, smp {m['smp']}; "
                f"load average {m['load_average'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} at the end.")
     rounds = (f"at least {s['reps']} timed rounds, more until a group's rounds took {s['min_seconds']:g} s (at most "
-              f"{MAX_ROUNDS})" if s.get("min_seconds") else f"{s['reps']} timed rounds")
+              f"{MAX_ROUNDS})" if s["min_seconds"] else f"{s['reps']} timed rounds")
     method = (f"Command: `{s['command']}`. {s['warmup']} warm-up run(s) and {rounds} of every model, interleaved "
               "(each round runs every model once, alternating order); times are medians with the "
-              f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. {MALLOC_WORDS[s.get('malloc', 'default')]} "
+              f"interquartile range, on the {CLOCK_WORDS[s['clock']]}. {MALLOC_WORDS[s['malloc']]} "
               "Random weights, eval mode unless stated. "
               "Time ratio: the median over rounds of ours / reference in the same round (below 1: ours is faster); "
               f"[interval]: it holds the true median ratio with {_confidences(result)} confidence (the sign test's "
