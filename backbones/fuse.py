@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-__all__ = ["Fusable", "fold_conv_bn", "fold_batchnorms", "fuse_model", "keep_nchw", "prefers_channels_last"]
+__all__ = ["Fusable", "fold_conv_bn", "fold_batchnorms", "fuse_model", "pad_before_depthwise",
+           "prefers_channels_last", "PrePaddedConv2d"]
 
-# oneDNN's channels_last depthwise kernels fall far behind its NCHW ones from this dilation on (CPU, 1 thread,
-# 1280 ch at 32x32 and 960 ch at 64x64): dilation 4 is 1.4-1.6x faster in channels_last, dilation 6 and 12 are
-# 4.5-5.9x slower, and 1280 ch at 64x64 with dilation 12 or 24 is 9-10x slower. Full convolutions stay faster in
-# channels_last at every rate.
-NCHW_MIN_DILATION = 6
+# oneDNN's channels_last depthwise kernel takes at most this much zero padding on a side; with more, oneDNN picks a
+# kernel 10-25x slower (CPU, 1 thread, 3x3, padding = dilation): 320 ch at 64x64 with padding 5 takes 33 ms against
+# 1.4 ms with 4, 1280 ch at 64x64 with 12 takes 310 ms. Convolving an input padded beforehand keeps the fast kernel:
+# 24 ms for the latter, the pad included, where the NCHW kernel takes 27.
+ONEDNN_MAX_PADDING = 4
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
@@ -77,41 +79,44 @@ def prefers_channels_last(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-# Forward hooks of the NCHW regions, typed for TorchScript (a scripted fused model scripts its hooks too).
-def _to_nchw(module: nn.Module, args: tuple[Tensor]) -> tuple[Tensor]:
-    return (args[0].contiguous(),)
+class PrePaddedConv2d(nn.Conv2d):
+    """A conv that zero-pads its input with ``F.pad`` and convolves it unpadded: the values of ``conv``, on a kernel
+    that takes no padding (see ``ONEDNN_MAX_PADDING``). It shares ``conv``'s parameters and their names."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"only numeric zero padding can move before the conv, got {conv.padding!r} "
+                             f"({conv.padding_mode})")
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                         conv.groups, conv.bias is not None, device="meta")
+        self.weight, self.bias = conv.weight, conv.bias
+        ph, pw = conv.padding
+        self.pre_padding = [pw, pw, ph, ph]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(F.pad(x, self.pre_padding), self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pre_padding={self.pre_padding}"
 
 
-def _to_channels_last(module: nn.Module, args: tuple[Tensor], output: Tensor) -> Tensor:
-    return output.contiguous(memory_format=torch.channels_last)
-
-
-def _run_in_nchw(module: nn.Module) -> None:
-    """Give ``module`` NCHW weights and hooks that hand it an NCHW input and give its output back in channels_last."""
-    module.to(memory_format=torch.contiguous_format)
-    module.register_forward_pre_hook(_to_nchw)
-    module.register_forward_hook(_to_channels_last)
-
-
-def _slow_in_channels_last(module: nn.Module) -> bool:
+def _wide_padded_depthwise(module: nn.Module) -> bool:
     return (type(module) is nn.Conv2d and module.groups > 1 and module.groups == module.in_channels
-            and max(module.dilation) >= NCHW_MIN_DILATION)
+            and isinstance(module.padding, tuple) and max(module.padding) > ONEDNN_MAX_PADDING)
 
 
-def keep_nchw(model: nn.Module) -> list[str]:
-    """Run the atrous depthwise convs (dilation >= ``NCHW_MIN_DILATION``) of a channels_last ``model`` in NCHW;
-    return the names of the modules that now run in NCHW.
+def pad_before_depthwise(model: nn.Module) -> list[str]:
+    """Replace every depthwise conv of ``model`` with more than ``ONEDNN_MAX_PADDING`` zero padding on a side
+    (ASPP's atrous branches) by a :class:`PrePaddedConv2d`, in place; return their names.
 
-    A module with ``nchw_region = True`` that holds such convs (ASPP, whose branches share one input) runs in NCHW
-    as a whole, so its input and output change layout once; any other such conv changes layout on its own.
+    For channels_last on CPU: it keeps those convs on oneDNN's fast depthwise kernel, in eager mode and under
+    ``torch.compile`` alike, and the whole network in one memory format.
     """
-    slow = {name for name, m in model.named_modules() if _slow_in_channels_last(m)}
-    regions = [name for name, m in model.named_modules()
-               if getattr(m, "nchw_region", False) and any(s.startswith(f"{name}.") for s in slow)]
-    singles = [s for s in sorted(slow) if not any(s.startswith(f"{r}.") for r in regions)]
-    for name in regions + singles:
-        _run_in_nchw(model.get_submodule(name))
-    return regions + singles
+    names = [name for name, m in model.named_modules() if _wide_padded_depthwise(m)]
+    for name in names:
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, PrePaddedConv2d(model.get_submodule(name)))
+    return names
 
 
 def fuse_model(model: nn.Module, *, channels_last: bool | None = None, compile: bool | dict[str, Any] = False,
@@ -121,8 +126,8 @@ def fuse_model(model: nn.Module, *, channels_last: bool | None = None, compile: 
     Args:
         model: any module built from :class:`~backbones.blocks.ConvNormAct` (backbones, segmenters, detectors).
         channels_last: convert parameters to channels_last (the first conv then carries the format through the
-            network; inputs need no conversion), except, on CPU, the atrous depthwise convs :func:`keep_nchw` keeps
-            in NCHW. ``None``: :func:`prefers_channels_last` for the model's device.
+            network; inputs need no conversion); on CPU, depthwise convs with wide padding then pad their input
+            first (:func:`pad_before_depthwise`). ``None``: :func:`prefers_channels_last` for the model's device.
         compile: ``torch.compile`` the model in place (``nn.Module.compile``); a dict gives its options (e.g.
             ``{"mode": "max-autotune"}``). The first call of each input shape then compiles (tens of seconds on
             CPU, needs a C++ compiler); later calls run the generated kernels.
@@ -144,7 +149,7 @@ def fuse_model(model: nn.Module, *, channels_last: bool | None = None, compile: 
     if channels_last:
         model.to(memory_format=torch.channels_last)
         if param is not None and param.device.type == "cpu":
-            keep_nchw(model)
+            pad_before_depthwise(model)
     if compile:
         options = compile if isinstance(compile, dict) else {}
         for part in [model.get_submodule(p) for p in compile_parts] or [model]:
@@ -159,8 +164,7 @@ class Fusable:
 
     def fuse(self, *, channels_last: bool | None = None, compile: bool | dict[str, Any] = False) -> nn.Module:
         """The inference fast path, in place: fold every BatchNorm into its conv (exact), drop dropout, move to
-        channels_last where that is faster on the model's device (CPU; ASPP's atrous depthwise convs stay NCHW)
-        and optionally ``torch.compile``.
+        channels_last where that is faster on the model's device (CPU) and optionally ``torch.compile``.
 
         Call after loading weights and ``model.eval()``; returns the model (``model = model.eval().fuse()``).
         The fused model computes the same function (outputs equal within float rounding) but has no BatchNorm

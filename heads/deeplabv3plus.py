@@ -73,12 +73,7 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling (DeepLabV3 §3.3): a 1x1 conv, one 3x3 conv per atrous rate and image
     pooling, concatenated and projected by a 1x1 conv-BN-ReLU, then dropout. ``(N, C, h, w) -> (N, out, h, w)``.
-
-    ``nchw_region``: the fast path (``fuse()``) on CPU may run the whole module in NCHW, where its atrous
-    depthwise convs are several times faster than in channels_last (``backbones.fuse.keep_nchw``).
     """
-
-    nchw_region = True
 
     def __init__(self, in_chs: int, out_chs: int = 256, *, rates: Sequence[int] = ASPP_RATES,
                  separable: bool = False, dropout: float = 0.1) -> None:

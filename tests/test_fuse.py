@@ -13,7 +13,7 @@ from torch import nn
 
 from backbones import create_backbone
 from backbones.blocks import channel_shuffle
-from backbones.fuse import fold_conv_bn, keep_nchw
+from backbones.fuse import PrePaddedConv2d, fold_conv_bn, pad_before_depthwise
 from heads import create_detector, create_segmenter
 from conftest import randomize_bn
 
@@ -107,7 +107,7 @@ def test_fold_conv_bn_keeps_an_existing_bias_and_refuses_batch_statistics() -> N
 
 
 def test_scripting_a_fused_segmenter() -> None:
-    """TorchScript still compiles the fused model, NCHW-region hooks of the ASPP included."""
+    """TorchScript still compiles the fused model, the ASPP's pre-padded depthwise convs included."""
     model = randomize_bn(_segmenter(FAMILIES[1])).eval()
     expected = _outputs(model)
     scripted = torch.jit.script(model.fuse())
@@ -124,19 +124,31 @@ def test_channel_shuffle_keeps_channels_last() -> None:
     assert torch.equal(expected[:, 4 * 1 + 2], x[:, 2 * 3 + 1])  # output k * (C // g) + j takes input j * g + k
 
 
-def test_atrous_depthwise_convs_stay_nchw() -> None:
-    """On CPU the separable ASPP (depthwise rates 12, 24, 36 at output stride 8) runs in NCHW, everything else in
-    channels_last; the logits keep the model's format and values."""
+def test_wide_padded_depthwise_convs_pad_their_input_first() -> None:
+    """On CPU in channels_last, the separable ASPP's depthwise convs (rates 12, 24, 36 at output stride 8) pad
+    before convolving, so the whole network stays in channels_last; the logits keep their values."""
     model = randomize_bn(_segmenter(FAMILIES[0])).eval()
     expected = _outputs(model)[0]
     model.fuse(channels_last=True)
-    assert all(p.is_contiguous() for p in model.head.aspp.parameters())
-    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in (model.head.decoder[0].dw.weight,
-                                                                            model.head.decoder[0].pw.conv.weight))
+    assert [type(b.dw) for b in model.head.aspp.branches[1:]] == [PrePaddedConv2d] * 3
+    assert type(model.head.decoder[0].dw) is nn.Conv2d  # padding 1: left as it is
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
     got = _outputs(model)[0]
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    conv = nn.Conv2d(8, 8, 3, padding=6, dilation=6, groups=8)  # outside any region: changes layout on its own
-    assert keep_nchw(nn.Sequential(conv, nn.Conv2d(8, 8, 3, padding=4, dilation=4, groups=8))) == ["0"]
-    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
-    assert conv(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pre_padded_conv_computes_the_conv() -> None:
+    """Padding moved before the conv gives the same values for unequal height and width padding, and the conv's
+    own parameters; full convs and depthwise convs with padding up to oneDNN's limit are left alone."""
+    conv = nn.Conv2d(8, 8, 3, padding=(6, 5), dilation=(6, 5), groups=8)
+    model = nn.Sequential(conv, nn.Conv2d(8, 8, 3, padding=4, dilation=4, groups=8), nn.Conv2d(8, 8, 3, padding=9))
+    x = torch.randn(1, 8, 9, 11).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = conv(x)
+        assert pad_before_depthwise(model) == ["0"]
+        torch.testing.assert_close(model[0](x), expected, rtol=1e-6, atol=1e-6)
+    assert model[0].weight is conv.weight and model[0].bias is conv.bias and model[0].padding == (0, 0)
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
+    with pytest.raises(ValueError, match="zero padding"):
+        PrePaddedConv2d(nn.Conv2d(8, 8, 3, padding=6, dilation=6, groups=8, padding_mode="reflect"))
