@@ -133,3 +133,17 @@ def test_paired_ratio_bounds_the_median_ratio_by_order_statistics() -> None:
     assert paired_ratio([0.5, 0.5], [1.0, 1.0])["verdict"] == "unresolved"  # 2 runs: 50% is no evidence
     with pytest.raises(ValueError):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_runtime_rows_without_onnxruntime_leave_one_note(monkeypatch) -> None:
+    import importlib.util
+
+    from tasks.bench import runtimes
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    notes: list[str] = []
+    model, x = nn.Conv2d(3, 4, 1), torch.randn(1, 3, 8, 8)
+    assert runtimes.runtime_subjects("a", "a", model, x, notes=notes) == []
+    assert runtimes.runtime_subjects("b", "b", model, x, notes=notes) == []
+    assert len(notes) == 1 and "onnxruntime is not installed" in notes[0]

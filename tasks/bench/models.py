@@ -105,6 +105,7 @@ def backbone_group(size: int, batch: int, device: torch.device, *, compile: bool
     subjects += fast_paths("mobilenetv1", MNV1, mnv1, make, compile=compile, notes=notes)
     if runtimes:
         subjects += runtime_subjects("ours_head", f"{MNV2} + 1280 conv", ours_head, x, notes=notes)
+        subjects += runtime_subjects("mobilenetv1", MNV1, mnv1, x, notes=notes)
     pairs = [("ours", "timm"), ("ours_head", "torchvision"), ("ours_head", "smp")]
     pairs += [(s.key, ref) for s in subjects if s.key.startswith("ours_head_") for ref in refs if ref != "timm_v1"]
     pairs += [("shufflenet", "torchvision"), ("shufflenet_fused", "torchvision")]

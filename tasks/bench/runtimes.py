@@ -54,8 +54,9 @@ def runtime_subjects(key: str, label: str, model: nn.Module, example: Tensor, *,
     """One subject per precision running ``model`` (subject ``key``) exported to ONNX; MACs are the PyTorch
     model's (onnxruntime's allocations are invisible to the PyTorch profiler, so no peak memory)."""
     if importlib.util.find_spec("onnxruntime") is None:
-        notes.append("--runtimes: onnxruntime is not installed (pip install 'lightdense[export]'); ONNX Runtime rows "
-                     "skipped.")
+        note = "--runtimes: onnxruntime is not installed (pip install 'lightdense[export]'); ONNX Runtime rows skipped."
+        if note not in notes:  # once per group
+            notes.append(note)
         return []
     subjects = []
     for precision in PRECISIONS:
