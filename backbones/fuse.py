@@ -80,8 +80,8 @@ def prefers_channels_last(device: torch.device) -> bool:
 
 
 class PrePaddedConv2d(nn.Conv2d):
-    """A conv that zero-pads its input with ``F.pad`` and convolves it unpadded: the values of ``conv``, on a kernel
-    that takes no padding (see ``ONEDNN_MAX_PADDING``). It shares ``conv``'s parameters and their names."""
+    """``conv`` with its zero padding done by ``F.pad`` before an unpadded convolution: the same values, and oneDNN
+    keeps its fast channels_last kernel (see ``ONEDNN_MAX_PADDING``). Shares ``conv``'s parameters and names."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
@@ -112,7 +112,7 @@ def pad_before_depthwise(model: nn.Module) -> list[str]:
     For channels_last on CPU: it keeps those convs on oneDNN's fast depthwise kernel, in eager mode and under
     ``torch.compile`` alike, and the whole network in one memory format.
     """
-    names = [name for name, m in model.named_modules() if _wide_padded_depthwise(m)]
+    names = [name for name, m in model.named_modules() if name and _wide_padded_depthwise(m)]  # root: not in place
     for name in names:
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, PrePaddedConv2d(model.get_submodule(name)))
