@@ -102,12 +102,14 @@ class PrePaddedConv2d(nn.Conv2d):
 
 def _wide_padded_depthwise(module: nn.Module) -> bool:
     return (type(module) is nn.Conv2d and module.groups > 1 and module.groups == module.in_channels
-            and isinstance(module.padding, tuple) and max(module.padding) > ONEDNN_MAX_PADDING)
+            and module.padding_mode == "zeros" and isinstance(module.padding, tuple)
+            and max(module.padding) > ONEDNN_MAX_PADDING)
 
 
 def pad_before_depthwise(model: nn.Module) -> list[str]:
     """Replace every depthwise conv of ``model`` with more than ``ONEDNN_MAX_PADDING`` zero padding on a side
-    (ASPP's atrous branches) by a :class:`PrePaddedConv2d`, in place; return their names.
+    (ASPP's atrous branches) by a :class:`PrePaddedConv2d`, in place; return their names. Other padding modes
+    (reflect, replicate, circular) are left as they are.
 
     For channels_last on CPU: it keeps those convs on oneDNN's fast depthwise kernel, in eager mode and under
     ``torch.compile`` alike, and the whole network in one memory format.

@@ -140,15 +140,18 @@ def test_wide_padded_depthwise_convs_pad_their_input_first() -> None:
 
 def test_pre_padded_conv_computes_the_conv() -> None:
     """Padding moved before the conv gives the same values for unequal height and width padding, and the conv's
-    own parameters; full convs and depthwise convs with padding up to oneDNN's limit are left alone."""
+    own parameters; full convs, depthwise convs with padding up to oneDNN's limit and other padding modes are
+    left alone."""
     conv = nn.Conv2d(8, 8, 3, padding=(6, 5), dilation=(6, 5), groups=8)
-    model = nn.Sequential(conv, nn.Conv2d(8, 8, 3, padding=4, dilation=4, groups=8), nn.Conv2d(8, 8, 3, padding=9))
+    model = nn.Sequential(conv, nn.Conv2d(8, 8, 3, padding=4, dilation=4, groups=8), nn.Conv2d(8, 8, 3, padding=9),
+                          nn.Conv2d(8, 8, 3, padding=6, dilation=6, groups=8, padding_mode="reflect"))
     x = torch.randn(1, 8, 9, 11).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         expected = conv(x)
         assert pad_before_depthwise(model) == ["0"]
         torch.testing.assert_close(model[0](x), expected, rtol=1e-6, atol=1e-6)
     assert model[0].weight is conv.weight and model[0].bias is conv.bias and model[0].padding == (0, 0)
-    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
+    assert [type(m) for m in model[1:]] == [nn.Conv2d] * 3
+    assert list(model.state_dict()) == [f"{i}.{p}" for i in range(4) for p in ("weight", "bias")]
     with pytest.raises(ValueError, match="zero padding"):
         PrePaddedConv2d(nn.Conv2d(8, 8, 3, padding=6, dilation=6, groups=8, padding_mode="reflect"))
