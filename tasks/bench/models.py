@@ -30,7 +30,7 @@ MNV2 = "ld_mobilenetv2_100"
 MNV1 = "ld_mobilenetv1_100"
 SHUFFLENET = "ld_shufflenetv1_g3_100"
 NUM_CLASSES = 21
-EQUAL_WORK = ("separable", "separable_1280")  # our DeepLabV3+ configurations closest to smp's MACs
+NEAREST_SMP = ("separable", "separable_1280")  # our DeepLabV3+ configurations closest to smp's MACs
 
 
 def _inference(model: nn.Module, x: Tensor) -> Callable[[], object]:
@@ -147,8 +147,8 @@ def deeplab_group(size: int, output_stride: int, device: torch.device, *, compil
         subjects.append(Subject(key, f"ours OS{output_stride}, {label}", _inference(model, x), model))
         if key != "plain":
             subjects += fast_paths(key, f"ours OS{output_stride}, {label}", model, make,
-                                   compile=compile and key in EQUAL_WORK, notes=notes)
-        if runtimes and key in EQUAL_WORK:
+                                   compile=compile and key in NEAREST_SMP, notes=notes)
+        if runtimes and key in NEAREST_SMP:
             subjects += runtime_subjects(key, f"ours OS{output_stride}, {label}", model, x, notes=notes)
     return Group(f"DeepLabV3+ {size}x{size}, output stride {output_stride}, batch 1", f"DeepLabV3+ {size}",
                  subjects,
